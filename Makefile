@@ -1,0 +1,35 @@
+# Two commands a reader needs (see README):
+#   make test   - every test: unit tests, chapter execution (nbval) and the book build
+#   make book   - build the book, executing every chapter, into _build/html
+# Both create the virtual environment .venv on first use.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Where the images are: $NELU_DATA if set, else ../shared/data (CI), else data/.
+NELU_DATA ?= $(abspath $(if $(wildcard ../shared/data/SHA256SUMS),../shared/data,data))
+export NELU_DATA
+export MPLBACKEND := Agg
+PYTEST_WORKERS ?= 2
+
+.PHONY: test unit book bench clean
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) tests
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+bench: $(STAMP)
+	$(BIN)/python -m nelu.bench
+
+clean:
+	rm -rf _build
