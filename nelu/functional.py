@@ -1,0 +1,361 @@
+"""Thresholding maps and the Self-Normalizing ReLU (NeLU) as functions.
+
+The last dimension of every input is the code dimension ``m``; any leading
+dimensions are batch dimensions. Everything works in float32 and float64, on
+CPU and CUDA.
+
+The square-root lasso in the transform domain is
+
+.. math::  \\min_z \\|u - z\\|_2 + \\lambda \\|z\\|_1 \\quad (z \\ge 0 \\text{ when nonneg}).
+
+Its solution is a thresholding of ``u`` with the *self-normalizing* threshold
+``tau = lam * ||u - z||_2``: ``z = relu(u - tau)`` (non-negative) or
+``z = soft_threshold(u, tau)`` (signed). :func:`sqrt_lasso_threshold` finds
+``tau`` exactly without iterations and :func:`nelu` returns ``z``.
+
+Degenerate cases (all handled, all tested):
+
+* ``u = 0``: ``tau = 0`` and ``z = 0``.
+* all-negative rows (non-negative case): ``z = 0`` and ``tau = lam ||u||_2``.
+* the ``z = u`` regime: when the inactive entries are all zero and
+  ``lam**2 * k <= 1`` (``k`` = number of non-zero entries that are kept), the
+  residual vanishes, ``tau = 0`` and ``z = u`` (``relu(u)`` in the non-negative
+  case). ``tau`` is not differentiable there (it behaves like ``|.|`` in the
+  zero entries); the gradient returned is the symmetric choice 0.
+* ``lam**2 * k`` close to 1: ``tau`` grows like ``(1 - lam**2 k)**-1/2``; the
+  gradients stay finite whenever the residual is non-zero.
+* ``lam**2 * k == 1`` exactly, with ``k`` tied largest entries: the minimizer
+  is not unique (every threshold in a segment gives the same objective); the
+  solver returns one of them, usually the sparsest.
+* ties: entries equal to ``tau`` are inactive; the map is continuous there and
+  the gradient is one of the one-sided derivatives.
+
+NaN in ``u`` propagates to the output of its row as NaN, as in ``torch.relu``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Method = Literal["exact", "unrolled", "fixed_point"]
+METHODS: tuple[str, ...] = ("exact", "unrolled", "fixed_point")
+
+#: Active-set refinements tried before the exact solver falls back to a sort.
+ACTIVE_SET_STEPS = 6
+
+
+def soft_threshold(u: Tensor, tau: Tensor | float) -> Tensor:
+    """Soft thresholding ``sign(u) * max(|u| - tau, 0)``, the prox of ``tau ||.||_1``.
+
+    Args:
+        u: any shape.
+        tau: non-negative threshold, broadcastable to ``u``.
+
+    Example:
+        >>> soft_threshold(torch.tensor([-2.0, 0.5, 3.0]), 1.0)
+        tensor([-1.,  0.,  2.])
+    """
+    return torch.sign(u) * torch.relu(u.abs() - tau)
+
+
+def shifted_relu(u: Tensor, tau: Tensor | float) -> Tensor:
+    """``max(u - tau, 0)``: the prox of ``tau ||.||_1`` restricted to ``z >= 0``.
+
+    Example:
+        >>> shifted_relu(torch.tensor([-2.0, 0.5, 3.0]), 1.0)
+        tensor([0., 0., 2.])
+    """
+    return torch.relu(u - tau)
+
+
+def universal_lam(m: int) -> float:
+    """The noise-free choice ``lam = sqrt(2 log m / m)`` for a code of length ``m``.
+
+    With white noise of std ``sigma`` in the code, ``||u - z||_2 ~ sigma sqrt(m)``,
+    so ``tau = lam ||u - z||_2 ~ sigma sqrt(2 log m)``: the universal threshold.
+
+    Example:
+        >>> round(universal_lam(256), 4)
+        0.2082
+    """
+    if m < 2:
+        raise ValueError(f"universal_lam needs m >= 2, got m={m}")
+    return math.sqrt(2.0 * math.log(m) / m)
+
+
+def _check_lam(lam: Tensor | float, u: Tensor) -> Tensor:
+    """Validate ``lam`` and return it as a tensor of ``u``'s dtype and device."""
+    row_shape = u.shape[:-1] + (1,)
+    if isinstance(lam, Tensor):
+        lam_t = lam.to(dtype=u.dtype, device=u.device)
+        try:
+            shape = torch.broadcast_shapes(lam_t.shape, row_shape)
+        except RuntimeError:
+            shape = None
+        if shape != row_shape:
+            raise ValueError(
+                f"lam must broadcast to u.shape[:-1] + (1,) = {tuple(row_shape)}, "
+                f"got a tensor of shape {tuple(lam_t.shape)}"
+            )
+        bad = ~torch.isfinite(lam_t) | (lam_t <= 0)
+        if bool(bad.any()):
+            raise ValueError(
+                f"lam must be positive and finite, got {lam_t[bad].flatten()[0].item()!r}"
+            )
+        return lam_t
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)):
+        raise ValueError(f"lam must be a positive number or tensor, got {lam!r}")
+    if not math.isfinite(lam) or lam <= 0:
+        raise ValueError(f"lam must be positive and finite, got {lam!r}")
+    return torch.tensor(float(lam), dtype=u.dtype, device=u.device)
+
+
+def _check_u(u: Tensor) -> None:
+    if not isinstance(u, Tensor):
+        raise ValueError(f"u must be a torch.Tensor, got {type(u).__name__}")
+    if u.dim() == 0:
+        raise ValueError("u must have at least one dimension (the code dimension)")
+    if not u.is_floating_point():
+        raise ValueError(f"u must be a floating-point tensor, got dtype {u.dtype}")
+
+
+def _safe_sqrt(x: Tensor) -> Tensor:
+    """``sqrt(max(x, 0))`` whose gradient at 0 is 0 instead of inf; NaN stays NaN."""
+    zero = x <= 0
+    return torch.where(zero, torch.zeros_like(x), torch.sqrt(torch.where(zero, torch.ones_like(x), x)))
+
+
+def _safe_norm(x: Tensor) -> Tensor:
+    """Euclidean norm over the last dim, keepdim, with gradient 0 at ``x = 0``."""
+    return _safe_sqrt((x * x).sum(-1, keepdim=True))
+
+
+def _magnitudes(u: Tensor, nonneg: bool) -> Tensor:
+    """The values the threshold is compared with: ``u`` (non-negative case) or ``|u|``."""
+    return u if nonneg else u.abs()
+
+
+def _above(a: Tensor, tau: Tensor) -> Tensor:
+    """Indicator ``a > tau`` as 0.0/1.0 in ``a``'s dtype (cheaper than a bool mask here)."""
+    return torch.sign(torch.relu(a - tau))
+
+
+def _tau_on_active_set(a: Tensor, active: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
+    """Closed-form root ``tau = lam sqrt(S / (1 - lam^2 k))`` for a given active set.
+
+    ``active`` is a 0/1 indicator of the active entries, ``S`` the energy of the
+    inactive entries and ``k`` the number of active ones. Returns ``(tau, c)``
+    with ``c = 1 - lam^2 k``, both of shape ``(..., 1)``.
+    """
+    inactive = a * (1.0 - active)
+    energy = (inactive * inactive).sum(-1, keepdim=True)
+    c = 1.0 - lam * lam * active.sum(-1, keepdim=True)
+    tau = lam * _safe_sqrt(energy / c.clamp_min(torch.finfo(a.dtype).tiny))
+    return tau, c
+
+
+def _active_set_by_sort(a: Tensor, lam: Tensor) -> Tensor:
+    """Exact active set of every row by sorting: O(m log m), no iterations.
+
+    ``k*`` is the number of sorted values ``s_k > 0`` with
+    ``lam^2 (S_k + k s_k^2) <= s_k^2`` (``S_k`` = energy below ``s_k``); this
+    test is monotone in ``k`` (the root lies in ``[s_{k*+1}, s_{k*}]``), and
+    tied values pass or fail together.
+    """
+    s, order = torch.sort(a, dim=-1, descending=True)
+    sq = s * s
+    # Energy strictly below position k, summed from the smallest values up (accurate).
+    below = torch.flip(torch.cumsum(torch.flip(sq, [-1]), -1), [-1]) - sq
+    k = torch.arange(1, a.shape[-1] + 1, dtype=a.dtype, device=a.device)
+    passes = (s > 0) & (lam * lam * (below.clamp_min(0) + k * sq) <= sq)
+    k_star = passes.sum(-1, keepdim=True)
+    active_sorted = torch.arange(a.shape[-1], device=a.device) < k_star
+    return torch.zeros_like(active_sorted).scatter(-1, order, active_sorted)
+
+
+@torch.no_grad()
+def _exact_threshold(a: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
+    """Exact root ``tau`` of every row and ``c = 1 - lam^2 k`` at its active set.
+
+    Starts from ``tau = lam ||a||_2``, an upper bound of the root, and applies
+    the closed form on the current active set ``{a > tau}``. Each step keeps
+    ``tau`` between the root and its previous value, so the active set only
+    grows and a step that leaves its size unchanged certifies the exact root.
+    Rows still moving after :data:`ACTIVE_SET_STEPS` steps (rare) are solved
+    by sorting (:func:`_active_set_by_sort`). The loop uses the identity
+    ``S = sum(min(a, tau)^2) - k tau^2``, two cheap passes per step; the final
+    ``tau`` is recomputed from the certified active set without cancellation.
+    """
+    tau = lam * _safe_norm(a)
+    k = _above(a, tau).sum(-1, keepdim=True)
+    moving = torch.ones_like(k, dtype=torch.bool)
+    for _ in range(ACTIVE_SET_STEPS):
+        low = torch.minimum(a, tau)
+        energy = ((low * low).sum(-1, keepdim=True) - k * tau * tau).clamp_min(0)
+        tau = lam * _safe_sqrt(energy / (1.0 - lam * lam * k).clamp_min(torch.finfo(a.dtype).tiny))
+        k_new = _above(a, tau).sum(-1, keepdim=True)
+        moving = k_new != k
+        k = k_new
+        if not bool(moving.any()):
+            return _tau_on_active_set(a, _above(a, tau), lam)
+    active = _above(a, tau)
+    rows = moving.squeeze(-1).nonzero(as_tuple=True)
+    active[rows] = _active_set_by_sort(a[rows], lam[rows]).to(a.dtype)
+    return _tau_on_active_set(a, active, lam)
+
+
+class _ExactNeLU(torch.autograd.Function):
+    """Exact square-root-lasso code with an analytic backward pass.
+
+    With ``A`` the active set, ``c = 1 - lam^2 |A|`` and ``s_j`` the sign of the
+    active entries, ``z_A = u_A - s_A tau`` and, for an inactive entry ``i``,
+    ``d tau / d u_i = lam^2 u_i / (c tau)``; ``d tau / d lam = tau / (lam c)``.
+    Only the selected active set enters these formulas, so no ``sqrt(0)`` or
+    division by zero of an unselected candidate can turn a gradient into NaN.
+    Where ``tau = 0`` (the ``z = u`` regime) the derivatives of ``tau`` are set to 0.
+    """
+
+    @staticmethod
+    def forward(ctx, u: Tensor, lam: Tensor, nonneg: bool):  # type: ignore[override]
+        lam_rows = lam.expand(u.shape[:-1] + (1,))
+        tau, c = _exact_threshold(_magnitudes(u, nonneg), lam_rows)
+        z = _threshold(u, tau, nonneg)
+        z = torch.where(torch.isnan(tau), tau, z)  # a NaN entry makes its whole row NaN
+        ctx.save_for_backward(u, z, lam, tau, c)
+        ctx.nonneg = nonneg
+        return z, tau
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_z: Tensor, grad_tau_out: Tensor):  # type: ignore[override]
+        u, z, lam, tau, c = ctx.saved_tensors
+        sign_z = torch.sign(z)  # sign of the active entries, 0 elsewhere
+        active = sign_z.abs() if not ctx.nonneg else sign_z
+        # Sensitivity of the loss to tau, through z (dz_A/dtau = -sign) and through tau itself.
+        grad_tau = grad_tau_out - (grad_z * sign_z).sum(-1, keepdim=True)
+        positive = tau > 0
+        lam_rows = lam.expand_as(tau)
+        scale = torch.where(positive, grad_tau * lam_rows * lam_rows / torch.where(positive, c * tau, 1.0), 0.0)
+        grad_u = grad_z * active + (u - u * active) * scale
+        grad_lam = None
+        if ctx.needs_input_grad[1]:
+            dtau_dlam = torch.where(positive, tau / (lam_rows * torch.where(positive, c, 1.0)), 0.0)
+            grad_lam = (grad_tau * dtau_dlam).sum_to_size(lam.shape)
+        return grad_u, grad_lam, None
+
+
+def _exact(u: Tensor, lam: Tensor, nonneg: bool) -> tuple[Tensor, Tensor]:
+    return _ExactNeLU.apply(u, lam, nonneg)
+
+
+def sqrt_lasso_threshold(u: Tensor, lam: Tensor | float, *, nonneg: bool = True) -> Tensor:
+    """Exact threshold ``tau`` of ``min_z ||u - z||_2 + lam ||z||_1`` (``z >= 0`` if ``nonneg``).
+
+    ``tau`` is the unique root of ``tau = lam * ||u - z(tau)||_2``; it is found
+    without iterating to tolerance (a certified active set, sort as fallback)
+    and is differentiable in ``u`` and ``lam``.
+
+    Args:
+        u: ``(..., m)`` codes.
+        lam: positive scalar or tensor broadcastable to ``u.shape[:-1] + (1,)``.
+        nonneg: solve with ``z >= 0`` (ReLU-like) or signed (soft-threshold-like).
+
+    Returns:
+        ``tau`` of shape ``u.shape[:-1] + (1,)``, on the scale of ``u``.
+
+    Example:
+        >>> u = torch.tensor([3.0, 1.0, -1.0])
+        >>> sqrt_lasso_threshold(u, 0.5)   # tau = 0.5 * ||(1, 1, -1)||_2 = sqrt(3)/2
+        tensor([0.8660])
+    """
+    _check_u(u)
+    lam_t = _check_lam(lam, u)
+    return _exact(u, lam_t, nonneg)[1]
+
+
+def _threshold(u: Tensor, tau: Tensor, nonneg: bool) -> Tensor:
+    return shifted_relu(u, tau) if nonneg else soft_threshold(u, tau)
+
+
+def _unrolled(u: Tensor, lam: Tensor, nonneg: bool, iters: int, step: Tensor | float | None) -> Tensor:
+    """Proximal gradient from ``z = 0`` with a fixed step ``mu`` per row.
+
+    ``z <- prox_{mu lam ||.||_1}(z + mu (u - z) / ||u - z||_2)``. Each step
+    moves ``z`` by at most ``mu``. The default ``mu = ||u||_2 / sqrt(iters)``
+    shrinks the step (the final error) while the distance that ``iters`` steps
+    can cover, ``sqrt(iters) ||u||_2``, grows; it keeps the map positively
+    homogeneous.
+    """
+    mu = _safe_norm(u) / math.sqrt(iters) if step is None else step
+    z = torch.zeros_like(u)
+    for _ in range(iters):
+        r = u - z
+        norm = _safe_norm(r)
+        direction = torch.where(norm > 0, r / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(r))
+        z = _threshold(z + mu * direction, mu * lam, nonneg)
+    return z
+
+
+def _fixed_point(u: Tensor, lam: Tensor, nonneg: bool, iters: int) -> Tensor:
+    """Iterate ``tau <- lam ||u - z(tau)||_2`` from ``tau = lam ||u||_2`` (decreases to the root)."""
+    tau = lam * _safe_norm(u)
+    for _ in range(iters):
+        tau = lam * _safe_norm(u - _threshold(u, tau, nonneg))
+    return _threshold(u, tau, nonneg)
+
+
+def nelu(
+    u: Tensor,
+    lam: Tensor | float,
+    *,
+    nonneg: bool = True,
+    method: Method = "exact",
+    iters: int | None = None,
+    step: Tensor | float | None = None,
+) -> Tensor:
+    """Self-Normalizing ReLU: the square-root-lasso code of ``u``.
+
+    Solves ``min_z ||u - z||_2 + lam ||z||_1`` (with ``z >= 0`` when ``nonneg``)
+    row by row over the last dimension.
+
+    Args:
+        u: ``(..., m)`` codes, float32 or float64, any device.
+        lam: positive scalar or tensor broadcastable to ``u.shape[:-1] + (1,)``.
+            It does not depend on the noise level (it is *pivotal*).
+        nonneg: non-negative codes (ReLU-like) or signed codes.
+        method: ``"exact"`` (closed form, default), ``"unrolled"`` (proximal
+            gradient from ``z = 0`` with a fixed step; ``iters`` defaults to 100)
+            or ``"fixed_point"`` (iterate the threshold; ``iters`` defaults to 50).
+        iters: number of iterations of the iterative methods.
+        step: step ``mu`` of ``"unrolled"``, a scalar or a tensor broadcastable
+            to ``u.shape[:-1] + (1,)``; default ``||u||_2 / sqrt(iters)`` per row.
+
+    Returns:
+        ``z`` with the shape of ``u``. Gradients with respect to ``u`` and
+        ``lam`` are finite in every degenerate case (see the module docstring).
+        NaN in ``u`` gives NaN in its row, as ``torch.relu`` would.
+
+    Example:
+        >>> nelu(torch.tensor([3.0, 1.0, -1.0]), 0.5)
+        tensor([2.1340, 0.1340, 0.0000])
+    """
+    _check_u(u)
+    lam_t = _check_lam(lam, u)
+    if method == "exact":
+        if iters is not None or step is not None:
+            raise ValueError("iters and step apply to the iterative methods, not method='exact'")
+        return _exact(u, lam_t, nonneg)[0]
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    n = (100 if method == "unrolled" else 50) if iters is None else iters
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"iters must be a positive integer, got {iters!r}")
+    if method == "unrolled":
+        return _unrolled(u, lam_t, nonneg, n, step)
+    if step is not None:
+        raise ValueError("step applies to method='unrolled' only")
+    return _fixed_point(u, lam_t, nonneg, n)

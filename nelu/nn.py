@@ -1,0 +1,126 @@
+"""Activation layers: NeLU and the two lasso baselines with a learned bias.
+
+All three act on the last dimension (the code), like :class:`torch.nn.ReLU`
+acts elementwise, so they drop into any ``nn.Sequential``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from . import functional as F
+
+
+class _Positive(nn.Module):
+    """Parametrization ``lam = exp(raw)``: any real ``raw`` gives a positive ``lam``."""
+
+    def forward(self, raw: Tensor) -> Tensor:
+        return torch.exp(raw)
+
+    def right_inverse(self, lam: Tensor) -> Tensor:
+        if bool((lam <= 0).any()) or not bool(torch.isfinite(lam).all()):
+            raise ValueError(f"lam must be positive and finite, got {lam}")
+        return torch.log(lam)
+
+
+class NeLU(nn.Module):
+    """Self-Normalizing ReLU: the square-root-lasso code of its input.
+
+    ``NeLU()(u)`` returns ``argmin_z ||u - z||_2 + lam ||z||_1`` (``z >= 0`` if
+    ``nonneg``) over the last dimension of ``u``. The threshold it applies is
+    ``lam * ||u - z||_2``: it follows the energy of the input, so one ``lam``
+    serves every noise level.
+
+    Args:
+        lam: initial ``lam > 0`` (a scalar, or a tensor broadcastable to
+            ``u.shape[:-1] + (1,)``). Kept positive by the parametrization
+            ``lam = exp(raw)``.
+        learnable: whether ``lam`` is a trained parameter.
+        nonneg: non-negative (ReLU-like) or signed codes.
+        method: ``"exact"``, ``"unrolled"`` or ``"fixed_point"`` (see
+            :func:`nelu.functional.nelu`).
+        iters: iterations of the iterative methods.
+
+    Shape: input ``(..., m)``, output the same.
+
+    Example:
+        >>> layer = NeLU(lam=0.5)
+        >>> layer(torch.tensor([[3.0, 1.0, -1.0]]))
+        tensor([[2.2929, 0.2929, 0.0000]], grad_fn=<...>)
+    """
+
+    def __init__(
+        self,
+        lam: float | Tensor = 0.1,
+        learnable: bool = True,
+        nonneg: bool = True,
+        method: F.Method = "exact",
+        iters: int | None = None,
+    ) -> None:
+        super().__init__()
+        if method not in F.METHODS:
+            raise ValueError(f"method must be one of {F.METHODS}, got {method!r}")
+        lam_t = torch.as_tensor(lam, dtype=torch.get_default_dtype()).clone()
+        if bool((lam_t <= 0).any()) or not bool(torch.isfinite(lam_t).all()):
+            raise ValueError(f"lam must be positive and finite, got {lam!r}")
+        if learnable:
+            self.lam = nn.Parameter(lam_t)
+        else:
+            self.register_buffer("lam", lam_t)
+        parametrize.register_parametrization(self, "lam", _Positive(), unsafe=True)
+        self.nonneg = nonneg
+        self.method = method
+        self.iters = iters
+
+    def forward(self, u: Tensor) -> Tensor:
+        return F.nelu(u, self.lam, nonneg=self.nonneg, method=self.method, iters=self.iters)
+
+    def extra_repr(self) -> str:
+        lam = self.lam.detach()
+        lam_txt = f"{lam.item():.4g}" if lam.numel() == 1 else f"tensor{tuple(lam.shape)}"
+        return f"lam={lam_txt}, nonneg={self.nonneg}, method={self.method!r}"
+
+
+class _Thresholding(nn.Module):
+    """A per-unit learned threshold ``b`` (shape ``(m,)``) applied to the last dimension."""
+
+    def __init__(self, num_features: int, threshold: float = 0.0) -> None:
+        super().__init__()
+        if num_features < 1:
+            raise ValueError(f"num_features must be a positive integer, got {num_features}")
+        if not math.isfinite(threshold):
+            raise ValueError(f"threshold must be finite, got {threshold}")
+        self.threshold = nn.Parameter(torch.full((num_features,), float(threshold)))
+
+    def extra_repr(self) -> str:
+        return f"num_features={self.threshold.numel()}"
+
+
+class ShiftedReLU(_Thresholding):
+    """``relu(u - b)`` with a learned per-unit threshold ``b``: the non-negative lasso code.
+
+    Equivalent to ``ReLU(W y + bias)`` with ``bias = -b``.
+
+    Example:
+        >>> ShiftedReLU(3, threshold=1.0)(torch.tensor([-2.0, 0.5, 3.0]))
+        tensor([0., 0., 2.], grad_fn=<ReluBackward0>)
+    """
+
+    def forward(self, u: Tensor) -> Tensor:
+        return F.shifted_relu(u, self.threshold)
+
+
+class SoftThreshold(_Thresholding):
+    """``sign(u) max(|u| - b, 0)`` with a learned per-unit threshold ``b``: the lasso code.
+
+    Example:
+        >>> SoftThreshold(3, threshold=1.0)(torch.tensor([-2.0, 0.5, 3.0]))
+        tensor([-1.,  0.,  2.], grad_fn=<MulBackward0>)
+    """
+
+    def forward(self, u: Tensor) -> Tensor:
+        return F.soft_threshold(u, self.threshold)

@@ -1,0 +1,281 @@
+"""nelu.functional against the cvxpy referee, its degenerate cases, and its gradients."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from nelu import functional as F
+from nelu.reference import lasso, sqrt_lasso
+
+D = torch.float64
+TOL = 1e-6
+
+
+@pytest.fixture(autouse=True)
+def _quiet_solver():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # cvxpy's "may be inaccurate" note
+        yield
+
+
+def rel_err(z: torch.Tensor, z_ref: np.ndarray, u: torch.Tensor) -> float:
+    """Largest ``||z - z_ref||_2 / ||u||_2`` over the rows (0 for zero rows)."""
+    diff = np.linalg.norm(z.detach().numpy() - z_ref, axis=-1)
+    scale = np.linalg.norm(u.detach().numpy(), axis=-1)
+    return float(np.max(np.where(scale > 0, diff / np.where(scale > 0, scale, 1.0), diff)))
+
+
+def random_rows(kind: str, n: int, m: int, gen: torch.Generator) -> torch.Tensor:
+    u = torch.randn(n, m, dtype=D, generator=gen)
+    if kind == "sparse":  # a few large entries on a small dense floor
+        mask = torch.rand(n, m, dtype=D, generator=gen) < 0.05
+        u = 0.05 * u + 10.0 * mask * torch.randn(n, m, dtype=D, generator=gen).abs()
+    elif kind == "ties":  # repeated values, including zeros
+        u = torch.round(u * 2) / 2
+    elif kind == "zeros":
+        u = u * (torch.rand(n, m, dtype=D, generator=gen) < 0.3)
+    elif kind == "negative":
+        u = -u.abs()
+    return u
+
+
+# ---- the closed forms of the lasso -------------------------------------------------
+
+@pytest.mark.parametrize("nonneg", [True, False])
+def test_lasso_prox_closed_forms_match_cvxpy(nonneg):
+    gen = torch.Generator().manual_seed(0)
+    u = 3 * torch.randn(20, 16, dtype=D, generator=gen)
+    lam = 0.7
+    z = F.shifted_relu(u, lam) if nonneg else F.soft_threshold(u, lam)
+    assert rel_err(z, lasso(u, lam, nonneg=nonneg), u) < TOL
+
+
+# ---- exact NeLU against cvxpy --------------------------------------------------------
+
+@pytest.mark.parametrize("nonneg", [True, False])
+@pytest.mark.parametrize("kind", ["dense", "sparse", "ties", "zeros", "negative"])
+@pytest.mark.parametrize("m", [1, 2, 7, 64, 512])
+def test_exact_matches_cvxpy(m, kind, nonneg):
+    gen = torch.Generator().manual_seed(m)
+    n = 6 if m == 512 else 12
+    u = random_rows(kind, n, m, gen)
+    u = u * torch.logspace(-6, 6, n, dtype=D)[:, None]  # scales 1e-6 .. 1e6
+    lam_near = 1.0 / math.sqrt(max(m, 1)) * 0.999
+    for lam in (0.02, 0.25, lam_near, 1.5):
+        z = F.nelu(u, lam, nonneg=nonneg)
+        assert rel_err(z, sqrt_lasso(u, lam, nonneg=nonneg), u) < TOL, (m, kind, lam)
+
+
+@pytest.mark.parametrize("nonneg", [True, False])
+def test_exact_threshold_is_lam_times_residual(nonneg):
+    gen = torch.Generator().manual_seed(1)
+    u = torch.randn(50, 40, dtype=D, generator=gen)
+    lam = torch.rand(50, 1, dtype=D, generator=gen) * 0.3 + 0.05  # one lam per row
+    tau = F.sqrt_lasso_threshold(u, lam, nonneg=nonneg)
+    z = F.nelu(u, lam, nonneg=nonneg)
+    assert tau.shape == (50, 1)
+    torch.testing.assert_close(tau, lam * (u - z).norm(dim=-1, keepdim=True), rtol=1e-12, atol=0)
+    assert rel_err(z, sqrt_lasso(u, lam, nonneg=nonneg), u) < TOL
+
+
+def test_lam_near_inverse_sqrt_k():
+    """lam^2 k -> 1: all k entries active, the residual energy tiny; still exact."""
+    m = 64
+    u = torch.cat([torch.full((1, m - 1), 5.0, dtype=D), torch.full((1, 1), 1e-3, dtype=D)], -1)
+    for lam in (1 / math.sqrt(m - 1) * (1 - 1e-3), 1 / math.sqrt(m - 1) * (1 - 1e-6)):
+        z = F.nelu(u, lam)
+        assert rel_err(z, sqrt_lasso(u, lam), u) < TOL
+
+
+def test_batch_shapes_and_sort_fallback_agree():
+    """Leading batch dims work, and rows that need the sort fallback give the same answer."""
+    gen = torch.Generator().manual_seed(2)
+    u = torch.randn(3, 4, 100, dtype=D, generator=gen) * torch.logspace(0, 3, 100, dtype=D)
+    z = F.nelu(u, 0.05)
+    assert z.shape == u.shape
+    a = u.reshape(-1, 100)
+    lam = torch.full((12, 1), 0.05, dtype=D)
+    sorted_tau, _ = F._tau_on_active_set(a, F._active_set_by_sort(a, lam).to(D), lam)
+    torch.testing.assert_close(F.sqrt_lasso_threshold(u, 0.05).reshape(12, 1), sorted_tau, rtol=1e-12, atol=0)
+
+
+def test_sort_fallback_is_used_and_exact(monkeypatch):
+    monkeypatch.setattr(F, "ACTIVE_SET_STEPS", 0)
+    gen = torch.Generator().manual_seed(3)
+    u = torch.randn(10, 30, dtype=D, generator=gen)
+    assert rel_err(F.nelu(u, 0.1), sqrt_lasso(u, 0.1), u) < TOL
+
+
+# ---- degenerate cases ------------------------------------------------------------------
+
+@pytest.mark.parametrize("nonneg", [True, False])
+def test_zero_row_gives_zero(nonneg):
+    u = torch.zeros(2, 5, dtype=D)
+    assert torch.equal(F.nelu(u, 0.3, nonneg=nonneg), u)
+    assert torch.equal(F.sqrt_lasso_threshold(u, 0.3, nonneg=nonneg), torch.zeros(2, 1, dtype=D))
+
+
+def test_all_negative_row_gives_zero_code_and_full_threshold():
+    u = -torch.rand(1, 8, dtype=D) - 0.1
+    assert torch.equal(F.nelu(u, 0.3), torch.zeros_like(u))
+    torch.testing.assert_close(F.sqrt_lasso_threshold(u, 0.3), 0.3 * u.norm(dim=-1, keepdim=True))
+
+
+def test_z_equals_u_regime():
+    """Non-negative entries and lam^2 * #{u > 0} <= 1: zero residual, z = u."""
+    u = torch.tensor([[2.0, 0.0, 1.0, 0.0]], dtype=D)
+    lam = 1 / math.sqrt(2)  # lam^2 k = 1 exactly
+    torch.testing.assert_close(F.nelu(u, lam), u)
+    assert F.sqrt_lasso_threshold(u, lam).item() == 0.0
+    assert rel_err(F.nelu(u, 0.5), sqrt_lasso(u, 0.5), u) < TOL
+
+
+def test_nan_propagates_to_its_row_only():
+    u = torch.tensor([[1.0, float("nan"), 2.0], [1.0, 2.0, 3.0]], dtype=D)
+    z = F.nelu(u, 0.2)
+    assert torch.isnan(z[0]).all() and torch.isfinite(z[1]).all()
+
+
+@pytest.mark.parametrize("lam", [0.0, -1.0, float("nan"), float("inf"), "a", torch.tensor([0.1, -0.1])])
+def test_bad_lam_raises_naming_the_argument(lam):
+    with pytest.raises(ValueError, match="lam"):
+        F.nelu(torch.randn(2, 3), lam)
+
+
+def test_lam_that_does_not_broadcast_raises():
+    with pytest.raises(ValueError, match=r"lam must broadcast .* got a tensor of shape \(3,\)"):
+        F.nelu(torch.randn(2, 5), torch.full((3,), 0.1))
+    with pytest.raises(ValueError, match="lam must broadcast"):
+        F.nelu(torch.randn(2, 5), torch.full((2, 5), 0.1))  # per-entry lam is not a square-root lasso
+
+
+def test_bad_method_and_iters_raise():
+    with pytest.raises(ValueError, match="method"):
+        F.nelu(torch.randn(2, 3), 0.1, method="newton")
+    with pytest.raises(ValueError, match="iters"):
+        F.nelu(torch.randn(2, 3), 0.1, method="unrolled", iters=0)
+    with pytest.raises(ValueError, match="iters and step"):
+        F.nelu(torch.randn(2, 3), 0.1, iters=5)
+
+
+# ---- properties ------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(
+    u=arrays(np.float64, st.integers(1, 40), elements=st.floats(-1e3, 1e3, allow_subnormal=False)),
+    c=st.floats(1e-3, 1e3),
+    lam=st.floats(0.01, 2.0),
+    nonneg=st.booleans(),
+)
+def test_positive_homogeneity(u, c, lam, nonneg):
+    # At lam^2 k = 1 exactly the minimizer is a whole segment (see the module docstring).
+    assume(all(abs(lam * lam * k - 1) > 1e-6 for k in range(1, u.size + 1)))
+    u_t = torch.from_numpy(u)
+    z = F.nelu(u_t, lam, nonneg=nonneg)
+    z_c = F.nelu(c * u_t, lam, nonneg=nonneg)
+    torch.testing.assert_close(z_c, c * z, rtol=1e-9, atol=1e-9 * c * (1 + float(np.abs(u).max())))
+
+
+def test_threshold_rises_with_noise_energy_at_fixed_lam():
+    """Same sparse signal, more noise: tau grows (about in proportion to sigma) with lam fixed."""
+    gen = torch.Generator().manual_seed(4)
+    m = 256
+    x = torch.zeros(200, m, dtype=D)
+    x[:, :8] = 20.0
+    noise = torch.randn(200, m, dtype=D, generator=gen)
+    lam = F.universal_lam(m)
+    taus = [F.sqrt_lasso_threshold(x + s * noise, lam, nonneg=False).mean().item() for s in (0.5, 1, 2, 4)]
+    assert all(b > a for a, b in zip(taus, taus[1:]))
+    assert 6.0 < taus[-1] / taus[0] < 10.0  # sigma grew 8x
+
+
+@pytest.mark.parametrize("nonneg", [True, False])
+@pytest.mark.parametrize("method", ["unrolled", "fixed_point"])
+def test_iterative_methods_approach_exact(method, nonneg):
+    gen = torch.Generator().manual_seed(5)
+    u = torch.randn(64, 32, dtype=D, generator=gen) + 0.5
+    exact = F.nelu(u, 0.15, nonneg=nonneg)
+    errors = [(F.nelu(u, 0.15, nonneg=nonneg, method=method, iters=t) - exact).norm().item() for t in (5, 50, 500)]
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 0.2 * errors[0]
+
+
+# ---- gradients -------------------------------------------------------------------------
+
+def _gradcheck(fn, u, lam):
+    u = u.clone().requires_grad_()
+    lam = lam.clone().requires_grad_()
+    assert torch.autograd.gradcheck(fn, (u, lam), eps=1e-7, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("nonneg", [True, False])
+def test_gradcheck_exact_code_and_threshold(nonneg):
+    gen = torch.Generator().manual_seed(6)
+    u = torch.randn(5, 12, dtype=D, generator=gen)
+    lam = torch.rand(5, 1, dtype=D, generator=gen) * 0.3 + 0.05
+    _gradcheck(lambda u, l: F.nelu(u, l, nonneg=nonneg), u, lam)
+    _gradcheck(lambda u, l: F.sqrt_lasso_threshold(u, l, nonneg=nonneg), u, lam)
+    _gradcheck(lambda u, l: F.nelu(u, l.mean(), nonneg=nonneg), u, lam)  # scalar lam
+
+
+def test_gradcheck_near_lam_squared_k_one():
+    u = torch.tensor([[5.0, 4.0, 3.0, 0.3, -0.2]], dtype=D)
+    lam = torch.tensor([[1 / math.sqrt(3) * 0.98]], dtype=D)
+    _gradcheck(F.nelu, u, lam)
+
+
+@pytest.mark.parametrize("method", ["unrolled", "fixed_point"])
+@pytest.mark.parametrize("nonneg", [True, False])
+def test_gradcheck_iterative(method, nonneg):
+    gen = torch.Generator().manual_seed(7)
+    u = torch.randn(3, 10, dtype=D, generator=gen)
+    lam = torch.full((3, 1), 0.2, dtype=D)
+    _gradcheck(lambda u, l: F.nelu(u, l, nonneg=nonneg, method=method, iters=20), u, lam)
+
+
+@pytest.mark.parametrize("method", ["exact", "unrolled", "fixed_point"])
+@pytest.mark.parametrize("nonneg", [True, False])
+def test_gradients_never_nan_in_degenerate_cases(method, nonneg):
+    rows = torch.tensor(
+        [
+            [0.0, 0.0, 0.0, 0.0],  # zero row
+            [-1.0, -2.0, -0.5, -3.0],  # all negative
+            [2.0, 0.0, 1.0, 0.0],  # z = u regime at lam = 0.5
+            [1.0, 1.0, 1.0, 1.0],  # ties
+            [3.0, 3.0, 0.0, 0.0],  # ties with zeros
+        ],
+        dtype=D,
+    )
+    for lam_value in (0.5, 1 / math.sqrt(2), 2.0):
+        u = rows.clone().requires_grad_()
+        lam = torch.tensor(lam_value, dtype=D, requires_grad=True)
+        z = F.nelu(u, lam, nonneg=nonneg, method=method)
+        (z * torch.arange(1.0, 5.0, dtype=D)).sum().backward()
+        assert torch.isfinite(u.grad).all() and torch.isfinite(lam.grad).all(), (lam_value, u.grad, lam.grad)
+
+
+def test_float32_matches_float64():
+    gen = torch.Generator().manual_seed(8)
+    u = torch.randn(100, 256, dtype=D, generator=gen)
+    z64 = F.nelu(u, 0.1)
+    z32 = F.nelu(u.float(), 0.1)
+    assert z32.dtype == torch.float32
+    assert (z32.double() - z64).abs().max() < 1e-5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_cuda_matches_cpu():  # pragma: no cover - CI has no GPU
+    u = torch.randn(100, 64, dtype=D)
+    torch.testing.assert_close(F.nelu(u.cuda(), 0.1).cpu(), F.nelu(u, 0.1))
+
+
+def test_universal_lam():
+    assert F.universal_lam(256) == pytest.approx(math.sqrt(2 * math.log(256) / 256))
+    with pytest.raises(ValueError, match="m >= 2"):
+        F.universal_lam(1)
