@@ -16,10 +16,13 @@ from . import functional as F
 
 
 class _Positive(nn.Module):
-    """Parametrization ``lam = exp(raw)``: any real ``raw`` gives a positive ``lam``."""
+    """Parametrization ``lam = exp(clamp(raw, -20, 20))``: ``lam`` stays in ``[2e-9, 5e8]``.
+
+    The clamp keeps ``exp`` from underflowing to 0 in float32 after a wild step.
+    """
 
     def forward(self, raw: Tensor) -> Tensor:
-        return torch.exp(raw)
+        return torch.exp(raw.clamp(-20.0, 20.0))
 
     def right_inverse(self, lam: Tensor) -> Tensor:
         if bool((lam <= 0).any()) or not bool(torch.isfinite(lam).all()):
@@ -38,7 +41,7 @@ class NeLU(nn.Module):
     Args:
         lam: initial ``lam > 0`` (a scalar, or a tensor broadcastable to
             ``u.shape[:-1] + (1,)``). Kept positive by the parametrization
-            ``lam = exp(raw)``.
+            ``lam = exp(raw)`` (``raw`` clamped to ``[-20, 20]``).
         learnable: whether ``lam`` is a trained parameter.
         nonneg: non-negative (ReLU-like) or signed codes.
         method: ``"exact"``, ``"unrolled"`` or ``"fixed_point"`` (see
