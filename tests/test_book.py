@@ -1,0 +1,188 @@
+"""Tests of the book: every chapter listed in ``_toc.yml`` runs, and the book builds.
+
+How chapters are tested (the nbval scheme)
+------------------------------------------
+Chapters are committed *without outputs* (checked by ``test_chapters_have_no_outputs``),
+so there is no stored output for nbval to compare a cell against. Each chapter is
+therefore executed with ``pytest --nbval-lax``: every cell runs in order in a fresh
+kernel, and the chapter fails if any cell raises. Outputs are never compared.
+
+Correctness is checked *inside* the chapters: a cell that computes something the text
+relies on ends with an ``assert`` (``assert err < 1e-6``, ``assert rmse(x_hat) <
+0.6 * rmse(y)``), so a wrong number raises and fails the chapter. Printed values are
+for the reader and may vary with the platform or solver; asserted ones may not. Rules
+for chapter authors:
+
+* put a tolerance-based ``assert`` after every deterministic check you print;
+* never tag a cell ``nbval-check-output`` or mark it ``# NBVAL_CHECK_OUTPUT`` (there is
+  no stored output to compare with; ``test_no_strict_output_checks`` enforces this);
+* tag cells whose output depends on the machine (versions, timings) with
+  ``nbval-ignore-output``: a no-op under ``--nbval-lax``, it documents intent and keeps
+  the cell safe if a chapter is ever run with strict ``--nbval``;
+* the first code cell is the hidden Colab/Binder setup cell (``remove-input``).
+
+Why a subprocess per chapter: ``make test`` runs ``pytest -n 2 tests`` (pytest-xdist).
+If the notebooks were collected directly, xdist would spread the cells of one notebook
+over several workers, and a cell would run in a kernel that never executed the cells
+before it. One test per chapter, each running ``pytest --nbval-lax`` on that chapter in
+a subprocess, keeps a chapter's cells together in one kernel while xdist runs different
+chapters in parallel.
+
+The list of chapters comes from the notebooks in ``book/``; a test checks that it is
+exactly the set of notebooks in ``_toc.yml``, so no chapter is built but not tested, or
+tested but not built.
+
+Run (``NELU_DATA`` and ``MPLBACKEND=Agg`` are set by the Makefile)::
+
+    python -m pytest -n 2 tests                          # everything (``make test``)
+    python -m pytest tests/test_book.py -k chapter_runs  # execute the chapters only
+    python -m pytest tests/test_book.py -m "not slow"    # skip the book build
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+TOC = ROOT / "_toc.yml"
+# Generous upper bounds; the whole book currently executes in well under a minute.
+CHAPTER_TIMEOUT_S = 1800
+BUILD_TIMEOUT_S = 3600
+
+
+def toc_files() -> list[str]:
+    """Every ``file:`` of ``_toc.yml`` (root first), as written, without extension."""
+    toc = yaml.safe_load(TOC.read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                files.append(entry["file"])
+            for key in ("parts", "chapters", "sections"):
+                walk(entry.get(key))
+
+    walk(toc.get("parts"))
+    walk(toc.get("chapters"))
+    return files
+
+
+def resolve(file: str) -> Path | None:
+    """The source file a toc entry points to, or None if it does not exist."""
+    for suffix in ("", ".ipynb", ".md"):
+        path = ROOT / (file + suffix)
+        if path.is_file():
+            return path
+    return None
+
+
+def notebooks_on_disk() -> list[Path]:
+    """The chapter notebooks executed by ``test_chapter_runs`` (all of ``book/``)."""
+    return sorted(
+        p for p in BOOK.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts and "_build" not in p.parts
+    )
+
+
+CHAPTERS = notebooks_on_disk()
+
+
+def chapter_id(path: Path) -> str:
+    return str(path.relative_to(BOOK))
+
+
+def test_toc_and_executed_chapters_agree():
+    """Every toc entry exists; the notebooks executed by nbval are exactly those in the toc."""
+    files = toc_files()
+    missing = [f for f in files if resolve(f) is None]
+    assert not missing, f"listed in _toc.yml but not found: {missing}"
+    in_toc = {resolve(f) for f in files}
+    toc_notebooks = {p for p in in_toc if p.suffix == ".ipynb"}
+    executed = set(CHAPTERS)
+    not_executed = sorted(str(p.relative_to(ROOT)) for p in toc_notebooks - executed)
+    not_in_toc = sorted(str(p.relative_to(ROOT)) for p in executed - toc_notebooks)
+    assert not not_executed, f"chapters in _toc.yml that nbval would not execute: {not_executed}"
+    assert not not_in_toc, f"notebooks in book/ missing from _toc.yml: {not_in_toc}"
+    assert toc_notebooks, "no notebook chapters found"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=chapter_id)
+def test_chapters_have_no_outputs(path: Path):
+    """Chapters are committed clean: no outputs, no execution counts, a python3 kernel."""
+    nb = nbformat.read(path, as_version=4)
+    dirty = [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)
+    ]
+    assert not dirty, f"{path.name}: code cells {dirty} have outputs or execution counts; clear them"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", f"{path.name}: kernelspec must be python3"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=chapter_id)
+def test_no_strict_output_checks(path: Path):
+    """No cell asks nbval to compare outputs: there are none stored (see the module docstring)."""
+    nb = nbformat.read(path, as_version=4)
+    strict = [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+        and ("nbval-check-output" in cell.metadata.get("tags", []) or "NBVAL_CHECK_OUTPUT" in cell.source)
+    ]
+    assert not strict, f"{path.name}: cells {strict} request output comparison; use an assert instead"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=chapter_id)
+def test_chapter_starts_with_setup_cell(path: Path):
+    """The first code cell is the hidden Colab/Binder setup cell."""
+    nb = nbformat.read(path, as_version=4)
+    first = next(cell for cell in nb.cells if cell.cell_type == "code")
+    assert "remove-input" in first.metadata.get("tags", []), f"{path.name}: setup cell must be tagged remove-input"
+    assert "google.colab" in first.source, f"{path.name}: the first code cell must be the Colab setup cell"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=chapter_id)
+def test_chapter_runs(path: Path):
+    """Execute one chapter with nbval (lax: every cell must run; asserts inside check results)."""
+    cmd = [
+        sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env",
+        "-p", "no:cacheprovider", "-q", "--no-header",
+        # Ignore the project's addopts (e.g. a future "-n auto" or --doctest-modules).
+        "-o", "addopts=",
+        str(path.relative_to(ROOT)),
+    ]  # fmt: skip
+    env = {**os.environ, "MPLBACKEND": os.environ.get("MPLBACKEND", "Agg")}
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=CHAPTER_TIMEOUT_S, check=False
+    )
+    assert proc.returncode == 0, f"{path.name} failed under nbval (rc={proc.returncode}):\n{proc.stdout[-8000:]}\n{proc.stderr[-2000:]}"
+
+
+def jupyter_book() -> str:
+    exe = Path(sys.executable).with_name("jupyter-book")
+    return str(exe) if exe.exists() else "jupyter-book"
+
+
+@pytest.mark.slow
+def test_book_builds(tmp_path: Path):
+    """The whole book builds, executing every chapter, with warnings as errors (one build)."""
+    cmd = [jupyter_book(), "build", str(ROOT), "-W", "-n", "--keep-going", "--path-output", str(tmp_path)]
+    env = {**os.environ, "MPLBACKEND": os.environ.get("MPLBACKEND", "Agg")}
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
+    )
+    output = proc.stdout + proc.stderr
+    # Sphinx reports problems as "path: WARNING: ..." / "ERROR: ..."; show those first.
+    problems = [line for line in output.splitlines() if "WARNING:" in line or "ERROR:" in line]
+    log = "\n".join(problems[:50]) + f"\n... last lines of the build log:\n{output[-4000:]}"
+    assert proc.returncode == 0, f"jupyter-book build failed (rc={proc.returncode}):\n{log}"
+    html = tmp_path / "_build" / "html"
+    missing = [f for f in toc_files() if not (html / f"{f}.html").is_file()]
+    assert not missing, f"no html for {missing} in {html}:\n{log}"
