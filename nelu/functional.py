@@ -141,7 +141,7 @@ def _magnitudes(u: Tensor, nonneg: bool) -> Tensor:
 
 def _above(a: Tensor, tau: Tensor) -> Tensor:
     """Indicator ``a > tau`` as 0.0/1.0 in ``a``'s dtype (cheaper than a bool mask here)."""
-    return torch.sign(torch.relu(a - tau))
+    return (a - tau).relu_().sign_()
 
 
 def _tau_on_active_set(a: Tensor, active: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
@@ -151,8 +151,8 @@ def _tau_on_active_set(a: Tensor, active: Tensor, lam: Tensor) -> tuple[Tensor, 
     inactive entries and ``k`` the number of active ones. Returns ``(tau, c)``
     with ``c = 1 - lam^2 k``, both of shape ``(..., 1)``.
     """
-    inactive = a * (1.0 - active)
-    energy = (inactive * inactive).sum(-1, keepdim=True)
+    inactive = (1.0 - active).mul_(a)
+    energy = inactive.square_().sum(-1, keepdim=True)
     c = 1.0 - lam * lam * active.sum(-1, keepdim=True)
     tau = lam * _safe_sqrt(energy / c.clamp_min(torch.finfo(a.dtype).tiny))
     return tau, c
@@ -190,19 +190,21 @@ def _exact_threshold(a: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
     ``S = sum(min(a, tau)^2) - k tau^2``, two cheap passes per step; the final
     ``tau`` is recomputed from the certified active set without cancellation.
     """
-    tau = lam * _safe_norm(a)
-    k = _above(a, tau).sum(-1, keepdim=True)
+    tiny = torch.finfo(a.dtype).tiny
+    tau = lam * torch.linalg.vector_norm(a, dim=-1, keepdim=True)
+    active = _above(a, tau)
+    k = active.sum(-1, keepdim=True)
     moving = torch.ones_like(k, dtype=torch.bool)
     for _ in range(ACTIVE_SET_STEPS):
-        low = torch.minimum(a, tau)
-        energy = ((low * low).sum(-1, keepdim=True) - k * tau * tau).clamp_min(0)
-        tau = lam * _safe_sqrt(energy / (1.0 - lam * lam * k).clamp_min(torch.finfo(a.dtype).tiny))
-        k_new = _above(a, tau).sum(-1, keepdim=True)
+        low_energy = torch.linalg.vector_norm(torch.minimum(a, tau), dim=-1, keepdim=True).square_()
+        energy = (low_energy - k * tau * tau).clamp_min_(0)
+        tau = lam * _safe_sqrt(energy / (1.0 - lam * lam * k).clamp_min_(tiny))
+        active = _above(a, tau)
+        k_new = active.sum(-1, keepdim=True)
         moving = k_new != k
         k = k_new
         if not bool(moving.any()):
-            return _tau_on_active_set(a, _above(a, tau), lam)
-    active = _above(a, tau)
+            return _tau_on_active_set(a, active, lam)
     rows = moving.squeeze(-1).nonzero(as_tuple=True)
     active[rows] = _active_set_by_sort(a[rows], lam[rows]).to(a.dtype)
     return _tau_on_active_set(a, active, lam)
@@ -223,8 +225,10 @@ class _ExactNeLU(torch.autograd.Function):
     def forward(ctx, u: Tensor, lam: Tensor, nonneg: bool):  # type: ignore[override]
         lam_rows = lam.expand(u.shape[:-1] + (1,))
         tau, c = _exact_threshold(_magnitudes(u, nonneg), lam_rows)
-        z = _threshold(u, tau, nonneg)
-        z = torch.where(torch.isnan(tau), tau, z)  # a NaN entry makes its whole row NaN
+        z = (u - tau).clamp_min_(0) if nonneg else soft_threshold(u, tau)
+        nan_rows = torch.isnan(tau)
+        if bool(nan_rows.any()):
+            z = torch.where(nan_rows, tau, z)  # a NaN entry makes its whole row NaN
         ctx.save_for_backward(u, z, lam, tau, c)
         ctx.nonneg = nonneg
         return z, tau
@@ -234,13 +238,15 @@ class _ExactNeLU(torch.autograd.Function):
     def backward(ctx, grad_z: Tensor, grad_tau_out: Tensor):  # type: ignore[override]
         u, z, lam, tau, c = ctx.saved_tensors
         sign_z = torch.sign(z)  # sign of the active entries, 0 elsewhere
-        active = sign_z.abs() if not ctx.nonneg else sign_z
+        active = sign_z if ctx.nonneg else sign_z.abs()
         # Sensitivity of the loss to tau, through z (dz_A/dtau = -sign) and through tau itself.
-        grad_tau = grad_tau_out - (grad_z * sign_z).sum(-1, keepdim=True)
+        grad_tau = grad_tau_out - torch.linalg.vecdot(grad_z, sign_z).unsqueeze(-1)
         positive = tau > 0
         lam_rows = lam.expand_as(tau)
         scale = torch.where(positive, grad_tau * lam_rows * lam_rows / torch.where(positive, c * tau, 1.0), 0.0)
-        grad_u = grad_z * active + (u - u * active) * scale
+        # grad_u = grad_z on the active set, scale * u (through tau) off it.
+        through_tau = u * scale
+        grad_u = (grad_z - through_tau).mul_(active).add_(through_tau)
         grad_lam = None
         if ctx.needs_input_grad[1]:
             dtau_dlam = torch.where(positive, tau / (lam_rows * torch.where(positive, c, 1.0)), 0.0)

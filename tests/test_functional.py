@@ -130,7 +130,7 @@ def test_all_negative_row_gives_zero_code_and_full_threshold():
 def test_z_equals_u_regime():
     """Non-negative entries and lam^2 * #{u > 0} <= 1: zero residual, z = u."""
     u = torch.tensor([[2.0, 0.0, 1.0, 0.0]], dtype=D)
-    lam = 1 / math.sqrt(2)  # lam^2 k = 1 exactly
+    lam = 0.6  # lam^2 k = 0.72 < 1 (at exactly 1 the minimizer is a segment)
     torch.testing.assert_close(F.nelu(u, lam), u)
     assert F.sqrt_lasso_threshold(u, lam).item() == 0.0
     assert rel_err(F.nelu(u, 0.5), sqrt_lasso(u, 0.5), u) < TOL
