@@ -29,7 +29,7 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 bench: $(STAMP)
-	$(BIN)/python -m nelu.bench
+	$(BIN)/python -m nelu.bench --readme README.md --json results/bench.json
 
 clean:
 	rm -rf _build

@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--cvxpy-rows", type=int, default=32)
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--readme", help="replace the table between the bench markers of this Markdown file")
     args = parser.parse_args(argv)
     if min(args.batch, args.m, args.repeats, args.cvxpy_rows) < 1 or args.cvxpy_rows > args.batch:
         parser.error("--batch, --m, --repeats and --cvxpy-rows must be positive, with --cvxpy-rows <= --batch")
@@ -161,7 +162,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=2)
+    if args.readme:
+        update_readme(args.readme, to_markdown(res))
     return 0
+
+
+def update_readme(path: str, table: str, start: str = "<!-- bench:start -->", end: str = "<!-- bench:end -->") -> None:
+    """Write ``table`` between the ``start`` and ``end`` markers of the file at ``path``."""
+    with open(path) as fh:
+        text = fh.read()
+    if start not in text or end not in text:
+        raise SystemExit(f"error: {path} has no {start} ... {end} markers to replace")
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    with open(path, "w") as fh:
+        fh.write(f"{head}{start}\n{table}\n{end}{tail}")
 
 
 if __name__ == "__main__":
