@@ -1,0 +1,5 @@
+"""``python -m nelu``: see :mod:`nelu.cli`."""
+
+from .cli import main
+
+raise SystemExit(main())

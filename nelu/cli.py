@@ -1,0 +1,511 @@
+"""Command line: ``python -m nelu {train,evaluate,reproduce} ...``.
+
+* ``train``: fit one auto-encoder (see :class:`nelu.train.TrainConfig`) and write its checkpoint.
+* ``evaluate``: PSNR/SSIM of a checkpoint on a data set at several noise levels;
+  prints a table, optionally writes JSON and a CSV beside it.
+* ``reproduce``: train and evaluate everything the book reports (profile
+  ``full``) or the same pipeline on little data (profile ``quick``, under a minute,
+  written to ``results/quick`` so it never overwrites the full results).
+
+A user mistake (unknown data set or activation, negative sigma, missing or
+incompatible checkpoint, unwritable output, data error) prints one line
+``nelu: error: ...`` to stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from . import data as nd
+from .models import CheckpointError, load_checkpoint, load_denoiser
+from .train import (
+    ConfigError,
+    TrainConfig,
+    cached_dataset,
+    config_matches,
+    evaluate_images,
+    strip_optimizer,
+    train,
+)
+
+__all__ = ["main", "UsageError", "PROFILES"]
+
+TEST_SIGMAS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 75.0)
+TRAIN_SIGMAS = (15.0, 25.0, 50.0)
+BLIND_RANGE = (0.0, 75.0)
+
+#: Settings of the two reproduction profiles. ``quick`` runs the same code on little data.
+PROFILES: dict[str, dict] = {
+    "full": {
+        # m=256, lr 5e-3 and an initial NeLU lam of 0.05 (it settles near 0.03-0.04) won a pilot
+        # (sigma 25, 10k steps, Set12 validation) against m=128, lr 2e-3 and lam = universal_lam(256).
+        "train": dict(patch=8, m=256, steps=8000, batch_size=256, lr=5e-3, nelu_lam=0.05, pool_size=200_000,
+                      train_images=None, val_images=12, val_every=2500, val_stride=4, eval_stride=4),
+        "bsd68_images": None,
+        "synthetic": dict(steps=2000, test_size=10000),
+        "out": "results",
+    },
+    "quick": {
+        "train": dict(patch=8, m=32, steps=40, batch_size=64, lr=5e-3, nelu_lam=0.05, pool_size=4000,
+                      train_images=8, val_images=1, val_every=20, val_stride=4, eval_stride=4),
+        "bsd68_images": 2,
+        "synthetic": dict(steps=40, test_size=500),
+        "out": "results/quick",
+    },
+}
+
+
+class UsageError(ValueError):
+    """A mistake in the command line or its paths, reported as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump; main() prints it
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _fmt(s: float) -> str:
+    return f"{s:g}"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _check_writable_file(path: Path) -> None:
+    """Create the parent folder and check a file can be written there (before long work)."""
+    try:
+        if path.is_dir():
+            raise UsageError(f"output path {path} is a directory, expected a file")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".nelu-write-test.")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise UsageError(f"cannot write to {path}: {exc.strerror or exc}") from exc
+
+
+def _check_writable_dir(path: Path) -> None:
+    _check_writable_file(path / ".probe")
+
+
+def _device(name: str) -> str:
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise UsageError(f"invalid device {name!r}: {_one_line(exc)}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} requested but CUDA is not available")
+    return name
+
+
+def _sigma(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid sigma {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"sigma must be >= 0 (0-255 scale), got {text}")
+    return v
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _meta(argv: list[str] | None, **extra) -> dict:
+    return {
+        "command": "python -m nelu " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpu_count": os.cpu_count(),
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **extra,
+    }
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _mean(v: list[float]) -> float:
+    return float(sum(v) / len(v)) if v else float("nan")
+
+
+def _std(v: list[float]) -> float:
+    if len(v) < 2:
+        return 0.0
+    mu = _mean(v)
+    return float(math.sqrt(sum((x - mu) ** 2 for x in v) / (len(v) - 1)))
+
+
+def dataset_names(name: str, limit: int | None = None) -> list[str]:
+    """File names of a data set in :func:`nelu.data.load_dataset` order."""
+    files = sorted(rel for rel in nd.registry() if rel.split("/", 1)[0] == name)
+    return [f.split("/", 1)[1] for f in files[:limit]]
+
+
+# ------------------------------------------------------------------------------ train
+
+
+def _cmd_train(args, argv) -> int:
+    cfg = TrainConfig(
+        activation=args.activation,
+        sigma=args.sigma,
+        sigma_range=tuple(args.sigma_range) if args.sigma_range else None,
+        epochs=args.epochs,
+        steps=args.steps,
+        patch=args.patch,
+        m=args.m,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        device=_device(args.device),
+        threads=args.threads,
+        pool_size=args.pool_size,
+        train_images=args.train_images,
+        val_images=args.val_images,
+        val_every=args.val_every,
+        nelu_lam=args.nelu_lam,
+        progress=False if args.no_progress else None,
+    ).validate()
+    out = Path(args.out)
+    _check_writable_file(out)
+    t = time.perf_counter()
+    ckpt = train(cfg, out, resume=args.resume, log=print)
+    h = ckpt["history"][-1] if ckpt["history"] else {}
+    val = h.get("val_psnr")
+    print(f"wrote {out}: {ckpt['step']} steps, validation PSNR "
+          f"{'n/a' if val is None else f'{val:.2f} dB'} on Set12 at sigma={_fmt(cfg.val_sigma)}, "
+          f"{time.perf_counter() - t:.1f}s")
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _eval_table(res: dict, sigmas) -> str:
+    has_ssim = "ssim" in res
+    lines = [f"{'sigma':>6} {'noisy PSNR':>11} {'PSNR':>8}" + (f" {'SSIM':>7}" if has_ssim else "")]
+    for s in sigmas:
+        line = f"{_fmt(s):>6} {_mean(res['noisy_psnr'][s]):>11.2f} {_mean(res['psnr'][s]):>8.2f}"
+        if has_ssim:
+            line += f" {_mean(res['ssim'][s]):>7.4f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _cmd_evaluate(args, argv) -> int:
+    json_path = Path(args.json) if args.json else None
+    if json_path is not None:
+        _check_writable_file(json_path)
+        _check_writable_file(json_path.with_suffix(".csv"))
+    ckpt = load_checkpoint(args.checkpoint)
+    den = load_denoiser(args.checkpoint, stride=args.stride, ckpt=ckpt)
+    images = cached_dataset(args.dataset, args.limit)
+    names = dataset_names(args.dataset, args.limit)
+    torch.set_num_threads(args.threads)
+    t = time.perf_counter()
+    metrics = ("psnr",) if args.no_ssim else ("psnr", "ssim")
+    res = evaluate_images(den, images, list(args.sigmas), kind=args.noise, seed=args.seed, metrics=metrics)
+    elapsed = time.perf_counter() - t
+    print(f"{args.checkpoint} on {args.dataset} ({len(images)} images, {args.noise} noise, stride {den.stride}):")
+    print(_eval_table(res, args.sigmas))
+    if json_path is not None:
+        summary = [
+            {"sigma": s, "noisy_psnr_mean": _mean(res["noisy_psnr"][s]), "psnr_mean": _mean(res["psnr"][s]),
+             "psnr_std": _std(res["psnr"][s]),
+             **({"ssim_mean": _mean(res["ssim"][s]), "ssim_std": _std(res["ssim"][s])} if "ssim" in res else {})}
+            for s in args.sigmas
+        ]
+        per_image = [
+            {"image": names[i], "sigma": s, "noisy_psnr": res["noisy_psnr"][s][i], "psnr": res["psnr"][s][i],
+             **({"ssim": res["ssim"][s][i]} if "ssim" in res else {})}
+            for s in args.sigmas for i in range(len(images))
+        ]
+        _write_json(json_path, {
+            "meta": _meta(argv, checkpoint=str(args.checkpoint), dataset=args.dataset, noise=args.noise,
+                          noise_seed=args.seed, stride=den.stride, eval_time_s=elapsed,
+                          train_config=ckpt["config"]),
+            "summary": summary,
+            "per_image": per_image,
+        })
+        _write_csv(json_path.with_suffix(".csv"), per_image)
+        print(f"wrote {json_path} and {json_path.with_suffix('.csv')}")
+    return 0
+
+
+# -------------------------------------------------------------------------- reproduce
+
+
+def _model_specs() -> list[dict]:
+    """Every BSD68 model: name, activation, training noise, role."""
+    specs = []
+    for s in TRAIN_SIGMAS:
+        for act in ("relu", "nelu"):
+            specs.append({"name": f"{act}_sigma{_fmt(s)}", "activation": act, "sigma": s, "sigma_range": None,
+                          "role": "main", "oracle": act == "relu"})
+    for act in ("relu", "nelu"):
+        lo, hi = BLIND_RANGE
+        specs.append({"name": f"{act}_blind{_fmt(lo)}-{_fmt(hi)}", "activation": act, "sigma": None,
+                      "sigma_range": [lo, hi], "role": "blind", "oracle": False})
+    for s in TEST_SIGMAS:
+        if s not in TRAIN_SIGMAS:
+            specs.append({"name": f"relu_sigma{_fmt(s)}", "activation": "relu", "sigma": s, "sigma_range": None,
+                          "role": "oracle", "oracle": True})
+    return specs
+
+
+@torch.no_grad()
+def _denoise_time(den, image: torch.Tensor, repeats: int = 5) -> float:
+    den(image)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        den(image)
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def _reproduce_bsd68(profile: str, out: Path, seed: int, threads: int, fresh: bool, argv, log) -> dict:
+    prof = PROFILES[profile]
+    ckdir = out / "checkpoints"
+    t_all = time.perf_counter()
+    images = cached_dataset("BSD68", prof["bsd68_images"])
+    names = dataset_names("BSD68", prof["bsd68_images"])
+    models, rows, summary = {}, [], []
+    timings = {"train_s": {}, "eval_s": {}}
+    for spec in _model_specs():
+        cfg = TrainConfig(activation=spec["activation"], sigma=spec["sigma"],
+                          sigma_range=tuple(spec["sigma_range"]) if spec["sigma_range"] else None,
+                          seed=seed, threads=threads, progress=False, **prof["train"])
+        path = ckdir / f"{spec['name']}.pt"
+        t = time.perf_counter()
+        reused = False
+        if not fresh and path.exists():
+            try:
+                ck = load_checkpoint(path)
+                reused = bool(ck.get("complete")) and config_matches(ck["config"], cfg)
+            except CheckpointError:
+                reused = False
+        if not reused:
+            ck = train(cfg, path, resume=False)
+            strip_optimizer(path)
+        timings["train_s"][spec["name"]] = time.perf_counter() - t
+        hist = ck["history"][-1] if ck["history"] else {}
+        models[spec["name"]] = {
+            **spec,
+            "checkpoint": str(path.relative_to(out)),
+            "reused_checkpoint": reused,
+            "train_time_s": ck.get("elapsed_s"),
+            "steps": ck["step"],
+            "val_psnr_set12": hist.get("val_psnr"),
+            "learned_lam": hist.get("lam"),
+            "learned_threshold_mean": hist.get("threshold_mean"),
+            "history": ck["history"],
+        }
+        log(f"bsd68: {spec['name']}: {'reused' if reused else 'trained'} in "
+            f"{timings['train_s'][spec['name']]:.1f}s, Set12 val PSNR {hist.get('val_psnr')}")
+        # Evaluate: every non-oracle-only model on all sigmas, an oracle at its own sigma only.
+        sigmas = [spec["sigma"]] if spec["role"] == "oracle" else list(TEST_SIGMAS)
+        den = load_denoiser(path)
+        t = time.perf_counter()
+        torch.set_num_threads(threads)
+        res = evaluate_images(den, images, sigmas, seed=seed)
+        timings["eval_s"][spec["name"]] = time.perf_counter() - t
+        for s in sigmas:
+            for i, name in enumerate(names):
+                rows.append({"model": spec["name"], "activation": spec["activation"], "role": spec["role"],
+                             "train_sigma": "" if spec["sigma"] is None else spec["sigma"],
+                             "train_range": "" if spec["sigma_range"] is None else "-".join(map(_fmt, spec["sigma_range"])),
+                             "test_sigma": s, "image": name, "noisy_psnr": res["noisy_psnr"][s][i],
+                             "psnr": res["psnr"][s][i], "ssim": res["ssim"][s][i]})
+            summary.append({"model": spec["name"], "activation": spec["activation"], "role": spec["role"],
+                            "oracle": spec["oracle"] and s == spec["sigma"],
+                            "train_sigma": spec["sigma"], "train_range": spec["sigma_range"], "test_sigma": s,
+                            "n_images": len(names),
+                            "noisy_psnr_mean": _mean(res["noisy_psnr"][s]),
+                            "psnr_mean": _mean(res["psnr"][s]), "psnr_std": _std(res["psnr"][s]),
+                            "ssim_mean": _mean(res["ssim"][s]), "ssim_std": _std(res["ssim"][s]),
+                            "psnr": res["psnr"][s], "ssim": res["ssim"][s]})
+        log(f"bsd68: {spec['name']}: evaluated at {len(sigmas)} sigma(s) on {len(names)} images in "
+            f"{timings['eval_s'][spec['name']]:.1f}s; PSNR " +
+            ", ".join(f"{_fmt(s)}:{_mean(res['psnr'][s]):.2f}" for s in sigmas))
+    # Speed of one image denoise (a 481x321 BSD68 image), at the evaluation stride and at stride 1.
+    probe = next(im for im in images if tuple(im.shape) in ((481, 321), (321, 481)))
+    torch.set_num_threads(threads)
+    speed = {}
+    for act in ("relu", "nelu"):
+        path = ckdir / f"{act}_sigma25.pt"
+        strides = (prof["train"]["eval_stride"], 1) if profile == "full" else (prof["train"]["eval_stride"],)
+        for stride in strides:
+            speed[f"{act}_stride{stride}_s"] = _denoise_time(load_denoiser(path, stride=stride),
+                                                             add_noise_fixed(probe), 3 if stride == 1 else 5)
+    timings["denoise_one_481x321"] = {"image_shape": list(probe.shape), "threads": threads, **speed}
+    timings["total_s"] = time.perf_counter() - t_all
+    meta = _meta(argv, profile=profile, seed=seed, threads=threads, eval_noise_seed=seed,
+                 test_sigmas=list(TEST_SIGMAS), train_settings=prof["train"], timings=timings,
+                 images=names)
+    _write_json(out / "bsd68.json", {"meta": meta, "models": models, "summary": summary})
+    _write_csv(out / "bsd68.csv", rows)
+    _write_csv(out / "bsd68_summary.csv",
+               [{k: v for k, v in r.items() if k not in ("psnr", "ssim", "train_range")} |
+                {"train_range": "" if r["train_range"] is None else "-".join(map(_fmt, r["train_range"]))}
+                for r in summary])
+    log(f"bsd68: wrote {out / 'bsd68.json'}, bsd68.csv, bsd68_summary.csv ({timings['total_s']:.0f}s)")
+    return timings
+
+
+def add_noise_fixed(image: torch.Tensor) -> torch.Tensor:
+    return nd.add_noise(image, 25.0, generator=torch.Generator().manual_seed(0))
+
+
+def _reproduce_synthetic(profile: str, out: Path, seed: int, threads: int, argv, log) -> dict:
+    from .synthetic import SyntheticConfig, run_synthetic
+
+    cfg = SyntheticConfig(seed=seed, threads=threads, **PROFILES[profile]["synthetic"])
+    res = run_synthetic(cfg, log=log)
+    meta = _meta(argv, profile=profile, seed=seed, threads=threads, timings=res["timings"])
+    _write_json(out / "synthetic.json", {"meta": meta, **res})
+    _write_csv(out / "synthetic.csv", res["rows"])
+    log(f"synthetic: wrote {out / 'synthetic.json'} and synthetic.csv ({res['timings']['total_s']:.1f}s)")
+    return res["timings"]
+
+
+def _cmd_reproduce(args, argv) -> int:
+    prof = PROFILES[args.profile]
+    out = Path(args.out if args.out is not None else prof["out"])
+    _check_writable_dir(out)
+    _check_writable_dir(out / "checkpoints")
+    t = time.perf_counter()
+    timings = {}
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t:7.1f}s] {msg}", flush=True)
+
+    if args.which in ("synthetic", "all"):
+        timings["synthetic"] = _reproduce_synthetic(args.profile, out, args.seed, args.threads, argv, log)
+    if args.which in ("bsd68", "all"):
+        timings["bsd68"] = _reproduce_bsd68(args.profile, out, args.seed, args.threads, args.fresh, argv, log)
+    timings["total_s"] = time.perf_counter() - t
+    _write_json(out / f"reproduce_{args.which}.json",
+                {"meta": _meta(argv, profile=args.profile, seed=args.seed, threads=args.threads), "timings": timings})
+    log(f"reproduce {args.which} ({args.profile}) done in {timings['total_s']:.1f}s; results in {out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="nelu", description="Pivotal sparse auto-encoders with the Self-Normalizing ReLU.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train one patch auto-encoder on Train400")
+    t.add_argument("--activation", required=True, choices=("relu", "nelu"))
+    noise = t.add_mutually_exclusive_group(required=True)
+    noise.add_argument("--sigma", type=_sigma, help="training noise level (0-255 scale)")
+    noise.add_argument("--sigma-range", type=_sigma, nargs=2, metavar=("LO", "HI"),
+                       help="blind training: a level per sample, uniform in [LO, HI]")
+    t.add_argument("--epochs", type=float, default=1.0, help="passes over the patch pool (default 1)")
+    t.add_argument("--steps", type=int, default=None, help="number of steps (overrides --epochs)")
+    t.add_argument("--patch", type=int, default=8)
+    t.add_argument("--m", type=int, default=256, help="code size")
+    t.add_argument("--batch-size", type=int, default=256)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", required=True, help="checkpoint path (.pt)")
+    t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    t.add_argument("--pool-size", type=int, default=200_000, help="clean patches kept in memory")
+    t.add_argument("--train-images", type=int, default=None, help="use the first N Train400 images")
+    t.add_argument("--val-images", type=int, default=None, help="first N Set12 images for validation (0: none)")
+    t.add_argument("--val-every", type=int, default=0, help="steps between validations (0: at the end)")
+    t.add_argument("--nelu-lam", type=float, default=None, help="initial NeLU lam (default universal_lam(m))")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="PSNR/SSIM of a checkpoint on a data set")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--dataset", required=True, choices=nd.DATASETS)
+    e.add_argument("--sigmas", required=True, type=_sigma, nargs="+")
+    e.add_argument("--noise", default="gaussian", choices=nd.NOISE_KINDS)
+    e.add_argument("--json", default=None, help="write results here (and a CSV beside it)")
+    e.add_argument("--limit", type=int, default=None, help="first N images only")
+    e.add_argument("--stride", type=int, default=None, help="patch stride (default: the checkpoint's)")
+    e.add_argument("--seed", type=int, default=0, help="noise seed")
+    e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--no-ssim", action="store_true")
+    e.set_defaults(func=_cmd_evaluate)
+
+    r = sub.add_parser("reproduce", help="train and evaluate everything the book reports")
+    r.add_argument("which", choices=("synthetic", "bsd68", "all"))
+    r.add_argument("--profile", choices=tuple(PROFILES), default="full")
+    r.add_argument("--out", default=None, help="results folder (default results/, quick: results/quick/)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--fresh", action="store_true", help="retrain even where a finished checkpoint matches")
+    r.set_defaults(func=_cmd_reproduce)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for a user mistake)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if getattr(args, "threads", 1) < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        if getattr(args, "limit", None) is not None and args.limit < 1:
+            raise UsageError(f"--limit must be >= 1, got {args.limit}")
+        return int(args.func(args, argv))
+    except (UsageError, ConfigError, CheckpointError, nd.DataError) as exc:
+        print(f"nelu: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. the output folder became unwritable mid-run
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"nelu: error: cannot write or read{where}: {exc.strerror or _one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nelu: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

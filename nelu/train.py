@@ -1,0 +1,476 @@
+"""Training and evaluation of the patch auto-encoders.
+
+:func:`train` fits a :class:`~nelu.models.SparseAE` to denoise ``patch`` x ``patch``
+patches of Train400:
+
+* a pool of ``pool_size`` clean patches is drawn once (vectorized, seeded) and
+  kept in memory; each step draws ``batch_size`` of them (with replacement) and
+  adds fresh Gaussian noise, at a fixed ``sigma`` or, for blind training, a
+  ``sigma`` drawn per sample uniformly from ``sigma_range`` (0-255 scale);
+* loss: mean squared error against the clean patch; AdamW; linear warm-up then
+  cosine decay of the learning rate (:func:`lr_factor`);
+* validation: mean PSNR on Set12 at the training ``sigma`` (or the midpoint of
+  ``sigma_range``), with noise from a fixed seed, logged in ``history``;
+* checkpoints, written atomically (temporary file in the same folder, fsync,
+  ``os.replace``) every ``checkpoint_every`` steps and at the end, hold the
+  model, optimizer, schedule, the training generator's state, the step counter,
+  the config and the history. ``train(config, out, resume=True)`` continues
+  from ``out``; the result is bitwise identical to an uninterrupted run.
+
+All randomness comes from explicit :class:`torch.Generator` objects derived
+from ``seed``: the model initialization, the clean-patch pool, the batches and
+their noise, and (fixed, seed-independent) the validation noise.
+
+:func:`evaluate_images` measures a denoiser on a list of images at several
+noise levels, with noise seeded per (seed, image, sigma) so every model sees
+the same noisy images and reruns reproduce exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import math
+import os
+import sys
+import tempfile
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import data as nd
+from .metrics import psnr, ssim
+from .models import (
+    ACTIVATIONS,
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    CheckpointError,
+    PatchDenoiser,
+    build_model,
+    load_checkpoint,
+)
+
+__all__ = [
+    "ConfigError",
+    "TrainConfig",
+    "train",
+    "lr_factor",
+    "evaluate_images",
+    "noise_seed",
+    "save_atomic",
+    "cached_dataset",
+]
+
+#: Seed of the validation noise: the same for every model, independent of ``seed``.
+VAL_NOISE_SEED = 20240601
+
+#: Config fields that do not change the numbers a run produces (free to differ on resume).
+RUNTIME_FIELDS = ("device", "progress", "threads", "checkpoint_every")
+
+
+class ConfigError(ValueError):
+    """An invalid training configuration (unknown activation, negative sigma, ...)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run.
+
+    Noise: exactly one of ``sigma`` (fixed level) and ``sigma_range`` (blind: a level
+    per sample, uniform in ``[lo, hi]``), on the 0-255 scale. Length: ``steps`` if
+    given, else ``epochs`` passes over the pool (``epochs * pool_size / batch_size``
+    steps, rounded up).
+    """
+
+    activation: str = "nelu"
+    sigma: float | None = 25.0
+    sigma_range: tuple[float, float] | None = None
+    epochs: float = 1.0
+    steps: int | None = None
+    patch: int = 8
+    m: int = 256
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup: float = 0.05  # fraction of the steps
+    min_lr_factor: float = 0.02  # cosine decays to lr * min_lr_factor
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 1
+    pool_size: int = 200_000
+    train_images: int | None = None  # use the first N Train400 images (None: all 400)
+    val_images: int | None = None  # first N Set12 images (None: all 12; 0: no validation)
+    val_every: int = 0  # steps between validations (0: only at the end)
+    val_stride: int = 4
+    eval_stride: int = 4  # stride stored for load_denoiser
+    remove_dc: bool = True
+    nelu_lam: float | None = None  # initial NeLU lam (None: universal_lam(m))
+    relu_threshold: float = 0.0  # initial ReLU threshold
+    checkpoint_every: int = 1000
+    progress: bool | None = None  # None: a bar only when stderr is a terminal
+
+    def __post_init__(self) -> None:
+        if self.sigma_range is not None:
+            self.sigma_range = tuple(float(s) for s in self.sigma_range)  # type: ignore[assignment]
+
+    def validate(self) -> "TrainConfig":
+        """Raise :class:`ConfigError` naming the first invalid field; return self."""
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        if (self.sigma is None) == (self.sigma_range is None):
+            raise ConfigError("give exactly one of sigma and sigma_range")
+        if self.sigma is not None and not (math.isfinite(self.sigma) and self.sigma >= 0):
+            raise ConfigError(f"sigma must be >= 0 (0-255 scale), got {self.sigma}")
+        if self.sigma_range is not None:
+            lo, hi = self.sigma_range
+            if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
+                raise ConfigError(f"sigma range must satisfy 0 <= lo <= hi, got {lo}, {hi}")
+        if self.steps is None and not (self.epochs > 0):
+            raise ConfigError(f"epochs must be > 0, got {self.epochs}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        for name in ("patch", "m", "batch_size", "pool_size", "threads", "val_stride", "eval_stride",
+                     "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.m < 2:
+            raise ConfigError(f"m must be >= 2, got {self.m}")
+        if not 1 <= self.eval_stride <= self.patch or not 1 <= self.val_stride <= self.patch:
+            raise ConfigError(f"strides must be in [1, patch={self.patch}]")
+        if not (self.lr > 0) or self.weight_decay < 0:
+            raise ConfigError(f"need lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        if not 0 <= self.warmup < 1:
+            raise ConfigError(f"warmup is a fraction in [0, 1), got {self.warmup}")
+        if self.nelu_lam is not None and not (self.nelu_lam > 0):
+            raise ConfigError(f"nelu_lam must be > 0, got {self.nelu_lam}")
+        return self
+
+    @property
+    def total_steps(self) -> int:
+        if self.steps is not None:
+            return int(self.steps)
+        return max(1, math.ceil(self.epochs * self.pool_size / self.batch_size))
+
+    @property
+    def val_sigma(self) -> float:
+        """The validation noise level: ``sigma`` or the midpoint of ``sigma_range``."""
+        if self.sigma is not None:
+            return float(self.sigma)
+        return 0.5 * (self.sigma_range[0] + self.sigma_range[1])
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown config fields {sorted(unknown)}")
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@functools.lru_cache(maxsize=8)
+def _dataset(name: str, limit: int | None) -> tuple[torch.Tensor, ...]:
+    return tuple(nd.load_dataset(name, limit=limit))
+
+
+def cached_dataset(name: str, limit: int | None = None) -> list[torch.Tensor]:
+    """:func:`nelu.data.load_dataset`, cached per process (the images are never modified)."""
+    return list(_dataset(name, limit))
+
+
+def lr_factor(step: int, total: int, warmup: float, min_factor: float) -> float:
+    """Learning-rate multiplier at ``step``: linear warm-up over ``warmup * total`` steps, then cosine."""
+    w = int(warmup * total)
+    if step < w:
+        return (step + 1) / w
+    progress = (step - w) / max(1, total - w)
+    return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def noise_seed(seed: int, image: int, sigma: float) -> int:
+    """Seed of the evaluation noise of image ``image`` at level ``sigma`` (stable across runs)."""
+    return zlib.crc32(f"{seed}/{image}/{float(sigma):.6g}".encode())
+
+
+def save_atomic(obj, path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+@contextlib.contextmanager
+def _torch_settings(threads: int):
+    """Deterministic algorithms and a fixed thread count for the duration, restored after."""
+    old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old_det)
+        torch.set_num_threads(old_threads)
+
+
+def _validation_set(cfg: TrainConfig) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    if cfg.val_images == 0:
+        return [], []
+    clean = cached_dataset("Set12", cfg.val_images)
+    noisy = [
+        nd.add_noise(im, cfg.val_sigma, generator=torch.Generator().manual_seed(noise_seed(VAL_NOISE_SEED, i, cfg.val_sigma)))
+        for i, im in enumerate(clean)
+    ]
+    return clean, noisy
+
+
+@torch.no_grad()
+def _validate(model: nn.Module, cfg: TrainConfig, clean, noisy, device) -> float | None:
+    if not clean:
+        return None
+    den = PatchDenoiser(model, cfg.patch, cfg.val_stride)
+    values = [psnr(c, den(y.to(device)).cpu()) for c, y in zip(clean, noisy)]
+    return float(sum(values) / len(values))
+
+
+# ------------------------------------------------------------------------------ train
+
+
+def _check_resumable(ckpt: dict, cfg: TrainConfig, out: Path) -> None:
+    saved = dict(ckpt["config"])
+    now = asdict(cfg)
+    diffs = [
+        f"{k}: {saved.get(k)!r} in the checkpoint, {now[k]!r} now"
+        for k in now
+        if k not in RUNTIME_FIELDS and _norm(saved.get(k)) != _norm(now[k])
+    ]
+    if diffs:
+        raise CheckpointError(f"cannot resume {out}: the config differs ({'; '.join(diffs)})")
+    if ckpt.get("optimizer") is None and not ckpt.get("complete"):
+        raise CheckpointError(f"cannot resume {out}: it holds no optimizer state")
+
+
+def _norm(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def config_matches(saved: dict, cfg: TrainConfig) -> bool:
+    """Whether a checkpoint's config equals ``cfg`` up to :data:`RUNTIME_FIELDS`."""
+    now = asdict(cfg)
+    return set(saved) == set(now) and all(
+        _norm(saved[k]) == _norm(now[k]) for k in now if k not in RUNTIME_FIELDS
+    )
+
+
+def train(
+    config: TrainConfig,
+    out: str | Path,
+    resume: bool = False,
+    *,
+    stop_after: int | None = None,
+    log=None,
+) -> dict:
+    """Train the auto-encoder described by ``config``; write the checkpoint ``out``.
+
+    Args:
+        config: the run (validated here; :class:`ConfigError` if invalid).
+        out: checkpoint path (``.pt``); written atomically, also during training.
+        resume: continue from ``out`` if it exists (its config must match, up to
+            :data:`RUNTIME_FIELDS`); a finished run is returned as is.
+        stop_after: stop (after checkpointing) once this many steps are done in
+            total: simulates an interruption, for tests.
+        log: callable taking a line of text (default: none).
+
+    Returns:
+        The checkpoint dict (config, history, ``complete``, timings...).
+    """
+    cfg = config.validate()
+    out = Path(out)
+    device = torch.device(cfg.device)
+    ckpt = None
+    if resume and out.exists():
+        ckpt = load_checkpoint(out)
+        _check_resumable(ckpt, cfg, out)
+        if ckpt.get("complete"):
+            return ckpt
+    total = cfg.total_steps
+    with _torch_settings(cfg.threads):
+        model = build_model(asdict(cfg)).to(device)
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            (decay if name.startswith(("encoder", "decoder")) else no_decay).append(p)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr,
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lr_factor(s, total, cfg.warmup, cfg.min_lr_factor)
+        )
+        images = cached_dataset("Train400", cfg.train_images)
+        pool_gen = torch.Generator().manual_seed(cfg.seed)
+        pool = nd.random_patches(images, cfg.pool_size, cfg.patch, pool_gen).to(device)
+        gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
+        step, history, elapsed = 0, [], 0.0
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            gen.set_state(ckpt["generator"])
+            step, history, elapsed = int(ckpt["step"]), list(ckpt["history"]), float(ckpt["elapsed_s"])
+        val_clean, val_noisy = _validation_set(cfg)
+        n = cfg.patch**2
+        lo, hi = (cfg.sigma, cfg.sigma) if cfg.sigma is not None else cfg.sigma_range
+        progress = sys.stderr.isatty() if cfg.progress is None else cfg.progress
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=step, desc=f"{cfg.activation} sigma={cfg.sigma or cfg.sigma_range}",
+                       dynamic_ncols=True, leave=False)
+        end = total if stop_after is None else min(total, stop_after)
+        t0 = time.perf_counter()
+        loss_sum, loss_count = 0.0, 0
+
+        def state(complete: bool) -> dict:
+            return {
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
+                "config": asdict(cfg),
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "generator": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "step": step,
+                "total_steps": total,
+                "history": history,
+                "elapsed_s": elapsed + (time.perf_counter() - t0),
+                "complete": complete,
+                "torch_version": torch.__version__,
+            }
+
+        model.train()
+        while step < end:
+            idx = torch.randint(cfg.pool_size, (cfg.batch_size,), generator=gen).to(device)
+            clean = pool[idx]
+            u = torch.rand(cfg.batch_size, 1, generator=gen)
+            sig = (lo + (hi - lo) * u).to(device) / 255.0
+            noisy = clean + sig * torch.randn(cfg.batch_size, n, generator=gen).to(device)
+            loss = torch.mean((model(noisy) - clean) ** 2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            loss_sum += float(loss.detach())
+            loss_count += 1
+            if bar is not None:
+                bar.update(1)
+            validate_now = (cfg.val_every and step % cfg.val_every == 0) or step == total
+            if validate_now:
+                model.eval()
+                val = _validate(model, cfg, val_clean, val_noisy, device)
+                model.train()
+                entry = {
+                    "step": step,
+                    "train_mse": loss_sum / max(loss_count, 1),
+                    "train_psnr": -10 * math.log10(max(loss_sum / max(loss_count, 1), 1e-12)),
+                    "val_psnr": val,
+                    "lr": sched.get_last_lr()[0],
+                    "time_s": elapsed + time.perf_counter() - t0,
+                }
+                act = model.activation
+                if hasattr(act, "lam"):
+                    entry["lam"] = float(act.lam.detach())
+                else:
+                    entry["threshold_mean"] = float(act.threshold.detach().mean())
+                history.append(entry)
+                loss_sum, loss_count = 0.0, 0
+                if bar is not None:
+                    bar.set_postfix(val_psnr=f"{val:.2f}" if val is not None else "-")
+                if log:
+                    log(f"  step {step}/{total} train_psnr {entry['train_psnr']:.2f} val_psnr {val}")
+            if step % cfg.checkpoint_every == 0 and step < end:
+                save_atomic(state(False), out)
+        if bar is not None:
+            bar.close()
+        final = state(step >= total)
+        save_atomic(final, out)
+        return final
+
+
+def strip_optimizer(path: str | Path) -> None:
+    """Drop the optimizer state of a *finished* checkpoint (3x smaller; still loadable, not resumable)."""
+    ckpt = load_checkpoint(path)
+    if not ckpt.get("complete"):
+        raise CheckpointError(f"{path} is not a finished run; keep its optimizer state to resume it")
+    ckpt["optimizer"] = None
+    ckpt["scheduler"] = None
+    save_atomic(ckpt, path)
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+@torch.no_grad()
+def evaluate_images(
+    denoiser: nn.Module,
+    images: list[torch.Tensor],
+    sigmas: list[float],
+    *,
+    kind: str = "gaussian",
+    seed: int = 0,
+    metrics: tuple[str, ...] = ("psnr", "ssim"),
+    device: str | torch.device = "cpu",
+) -> dict:
+    """PSNR/SSIM of ``denoiser`` on every image at every ``sigma`` (0-255 scale).
+
+    The noisy version of image ``i`` at level ``s`` uses the generator seeded with
+    :func:`noise_seed` ``(seed, i, s)``: identical for every model and every run. All
+    levels of one image are denoised in one batch ``(len(sigmas), 1, H, W)``.
+
+    Returns ``{"sigmas": [...], "psnr": {sigma: [per image]}, "ssim": {...},
+    "noisy_psnr": {...}}`` with float keys.
+    """
+    for s in sigmas:
+        if not (math.isfinite(s) and s >= 0):
+            raise ValueError(f"sigma must be >= 0 (0-255 scale), got {s}")
+    result: dict = {"sigmas": list(sigmas), "noisy_psnr": {s: [] for s in sigmas}}
+    for m in metrics:
+        result[m] = {s: [] for s in sigmas}
+    fns = {"psnr": psnr, "ssim": ssim}
+    denoiser = denoiser.eval()
+    for i, clean in enumerate(images):
+        noisy = torch.stack([
+            nd.add_noise(clean, s, kind=kind, generator=torch.Generator().manual_seed(noise_seed(seed, i, s)))
+            for s in sigmas
+        ])[:, None]
+        est = denoiser(noisy.to(device)).cpu()
+        for j, s in enumerate(sigmas):
+            result["noisy_psnr"][s].append(psnr(clean, noisy[j, 0]))
+            for m in metrics:
+                result[m][s].append(fns[m](clean, est[j, 0]))
+    return result

@@ -1,0 +1,155 @@
+"""Tests of the command line (python -m nelu): happy paths and one-line errors with status 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nelu import cli
+from nelu.cli import main
+
+pytestmark = pytest.mark.skipif(
+    not os.path.isdir(os.environ.get("NELU_DATA") or "/nonexistent"),
+    reason="NELU_DATA is unset or not a folder; set it to the image data folder",
+)
+
+TINY = ["--steps", "6", "--patch", "4", "--m", "16", "--batch-size", "16", "--pool-size", "300",
+        "--train-images", "2", "--val-images", "1", "--no-progress"]
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("nelu: error:") and "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ck") / "nelu_sigma25.pt"
+    assert main(["train", "--activation", "nelu", "--sigma", "25", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_train_and_evaluate(checkpoint, tmp_path, capsys):
+    capsys.readouterr()
+    js = tmp_path / "sub" / "eval.json"
+    rc = main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "Set12", "--sigmas", "15", "50",
+               "--limit", "2", "--json", str(js)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "PSNR" in out and "SSIM" in out
+    data = json.loads(js.read_text())
+    assert [r["sigma"] for r in data["summary"]] == [15.0, 50.0]
+    assert len(data["per_image"]) == 4 and data["meta"]["dataset"] == "Set12"
+    assert js.with_suffix(".csv").read_text().startswith("image,sigma,noisy_psnr,psnr,ssim")
+
+
+def test_train_blind_and_resume(tmp_path, capsys):
+    out = tmp_path / "b.pt"
+    args = ["train", "--activation", "relu", "--sigma-range", "0", "75", "--out", str(out), *TINY]
+    assert main(args) == 0
+    assert main(args + ["--resume"]) == 0
+    assert "6 steps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["evaluate", "--checkpoint", "CK", "--dataset", "CIFAR", "--sigmas", "25"], "CIFAR"),
+        (["train", "--activation", "gelu", "--sigma", "25", "--out", "OUT"], "gelu"),
+        (["train", "--activation", "relu", "--sigma", "-5", "--out", "OUT"], "sigma"),
+        (["evaluate", "--checkpoint", "CK", "--dataset", "Set12", "--sigmas", "-1"], "sigma"),
+        (["evaluate", "--checkpoint", "MISSING", "--dataset", "Set12", "--sigmas", "25"], "does not exist"),
+        (["evaluate", "--checkpoint", "JUNK", "--dataset", "Set12", "--sigmas", "25"], "cannot read"),
+        (["evaluate", "--checkpoint", "CK", "--dataset", "Set12", "--sigmas", "25", "--json", "BADDIR/x.json"],
+         "cannot write"),
+        (["train", "--activation", "relu", "--sigma", "25", "--out", "BADDIR/x.pt"], "cannot write"),
+        (["reproduce", "all", "--profile", "quick", "--out", "BADDIR"], "cannot write"),
+        (["reproduce", "everything"], "everything"),
+        (["train", "--activation", "relu", "--sigma", "25", "--sigma-range", "0", "5", "--out", "OUT"], "sigma"),
+    ],
+)
+def test_user_mistakes_exit_2_with_one_line(argv, needle, checkpoint, tmp_path, capsys):
+    (tmp_path / "junk.pt").write_bytes(b"garbage")
+    (tmp_path / "afile").write_text("x")
+    subst = {"CK": str(checkpoint), "MISSING": str(tmp_path / "missing.pt"), "JUNK": str(tmp_path / "junk.pt"),
+             "OUT": str(tmp_path / "o.pt")}
+    argv = [subst.get(a, a.replace("BADDIR", str(tmp_path / "afile"))) for a in argv]
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert needle in _one_error_line(capsys)
+
+
+def test_incompatible_checkpoint(tmp_path, capsys):
+    torch.save({"format": "nelu-checkpoint", "version": 1, "config": {"activation": "relu", "patch": 4, "m": 16},
+                "model": {"encoder.weight": torch.zeros(3, 3)}}, tmp_path / "bad.pt")
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "bad.pt"), "--dataset", "Set12", "--sigmas", "25"]) == 2
+    assert "does not match" in _one_error_line(capsys)
+
+
+def test_data_error(checkpoint, tmp_path, monkeypatch, capsys):
+    (tmp_path / "Set12").mkdir()
+    (tmp_path / "Set12" / "01.png").write_bytes(b"corrupt")
+    monkeypatch.setenv("NELU_DATA", str(tmp_path))
+    cli.cached_dataset.__globals__["_dataset"].cache_clear()
+    try:
+        rc = main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "Set12", "--sigmas", "25",
+                   "--limit", "1"])
+    finally:
+        cli.cached_dataset.__globals__["_dataset"].cache_clear()
+    assert rc == 2
+    assert "corrupt" in _one_error_line(capsys)
+
+
+def test_reproduce_pipeline_tiny(tmp_path, monkeypatch, capsys):
+    """The reproduce pipeline end to end on a profile even smaller than quick."""
+    tiny = {
+        "train": dict(patch=4, m=8, steps=3, batch_size=8, lr=2e-3, pool_size=100, train_images=1,
+                      val_images=1, val_every=0, val_stride=4, eval_stride=4),
+        "bsd68_images": 1,
+        "synthetic": dict(steps=3, test_size=50),
+        "out": str(tmp_path),
+    }
+    monkeypatch.setitem(cli.PROFILES, "quick", tiny)
+    assert main(["reproduce", "all", "--profile", "quick"]) == 0
+    res = json.loads((tmp_path / "bsd68.json").read_text())
+    names = {r["model"] for r in res["summary"]}
+    assert {"relu_sigma25", "nelu_sigma25", "relu_blind0-75", "nelu_blind0-75", "relu_sigma75"} <= names
+    assert len([r for r in res["summary"] if r["model"] == "nelu_sigma25"]) == 10
+    assert [r["test_sigma"] for r in res["summary"] if r["model"] == "relu_sigma60"] == [60.0]
+    assert res["meta"]["profile"] == "quick" and "total_s" in res["meta"]["timings"]
+    assert (tmp_path / "checkpoints" / "nelu_sigma25.pt").is_file()
+    assert load_ok(tmp_path / "checkpoints" / "relu_blind0-75.pt")
+    syn = json.loads((tmp_path / "synthetic.json").read_text())
+    assert len(syn["rows"]) == 7 and "nelu_mse" in syn["rows"][0]
+    # A second run reuses the finished checkpoints and reproduces the numbers exactly.
+    assert main(["reproduce", "bsd68", "--profile", "quick"]) == 0
+    res2 = json.loads((tmp_path / "bsd68.json").read_text())
+    assert [r["psnr"] for r in res2["summary"]] == [r["psnr"] for r in res["summary"]]
+    assert all(m["reused_checkpoint"] for m in res2["models"].values())
+
+
+def load_ok(path: Path) -> bool:
+    from nelu.models import load_denoiser
+
+    return load_denoiser(path) is not None
+
+
+def test_subprocess_error_is_one_line(tmp_path):
+    env = dict(os.environ)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nelu", "evaluate", "--checkpoint", str(tmp_path / "nope.pt"), "--dataset", "BSD68",
+         "--sigmas", "25"],
+        capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parent.parent, timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nelu: error:") and "nope.pt" in lines[0]

@@ -1,0 +1,126 @@
+"""Tests of nelu.train: config checks, determinism, bitwise-exact resume, evaluation."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import pytest
+import torch
+
+from nelu.models import CheckpointError, load_checkpoint, load_denoiser
+from nelu.train import ConfigError, TrainConfig, evaluate_images, lr_factor, save_atomic, train
+
+pytestmark = pytest.mark.skipif(
+    not os.path.isdir(os.environ.get("NELU_DATA") or "/nonexistent"),
+    reason="NELU_DATA is unset or not a folder; set it to the image data folder",
+)
+
+
+def tiny(**kw) -> TrainConfig:
+    base = dict(activation="nelu", sigma=25.0, steps=10, patch=4, m=16, batch_size=16, pool_size=400,
+                train_images=2, val_images=1, val_every=5, val_stride=4, eval_stride=4, checkpoint_every=3,
+                progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("act", ["relu", "nelu"])
+def test_resume_is_bitwise_identical(tmp_path, act):
+    cfg = tiny(activation=act)
+    full = train(cfg, tmp_path / "full.pt")
+    half = train(cfg, tmp_path / "half.pt", stop_after=5)
+    assert half["step"] == 5 and not half["complete"]
+    resumed = train(cfg, tmp_path / "half.pt", resume=True)
+    assert resumed["complete"] and resumed["step"] == 10
+    assert _same_state(full["model"], resumed["model"])
+    assert torch.equal(full["generator"], resumed["generator"])
+    assert [h["val_psnr"] for h in full["history"]] == [h["val_psnr"] for h in resumed["history"]]
+    # Resuming a finished run is a no-op.
+    again = train(cfg, tmp_path / "half.pt", resume=True)
+    assert _same_state(again["model"], resumed["model"])
+
+
+def test_deterministic_given_seed(tmp_path):
+    a = train(tiny(sigma=None, sigma_range=(0, 75)), tmp_path / "a.pt")
+    b = train(tiny(sigma=None, sigma_range=(0, 75)), tmp_path / "b.pt")
+    c = train(tiny(sigma=None, sigma_range=(0, 75), seed=1), tmp_path / "c.pt")
+    assert _same_state(a["model"], b["model"])
+    assert not _same_state(a["model"], c["model"])
+    assert a["history"][-1]["val_psnr"] is not None
+
+
+def test_checkpoint_contents_and_no_temp_files(tmp_path):
+    train(tiny(activation="relu"), tmp_path / "r.pt")
+    ck = load_checkpoint(tmp_path / "r.pt")
+    for key in ("model", "optimizer", "scheduler", "generator", "step", "config", "history", "elapsed_s"):
+        assert key in ck
+    assert ck["config"]["activation"] == "relu" and ck["step"] == 10
+    assert [h["step"] for h in ck["history"]] == [5, 10]
+    assert sorted(os.listdir(tmp_path)) == ["r.pt"]
+    den = load_denoiser(tmp_path / "r.pt")
+    assert den(torch.rand(12, 12)).shape == (12, 12)
+
+
+def test_resume_rejects_other_config(tmp_path):
+    train(tiny(), tmp_path / "x.pt", stop_after=3)
+    with pytest.raises(CheckpointError, match="config differs"):
+        train(tiny(lr=1e-2), tmp_path / "x.pt", resume=True)
+    # Runtime-only fields may differ.
+    train(replace(tiny(), threads=2), tmp_path / "x.pt", resume=True)
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (dict(activation="gelu"), "unknown activation"),
+        (dict(sigma=-1.0), "sigma must be >= 0"),
+        (dict(sigma=None, sigma_range=(50, 10)), "sigma range"),
+        (dict(sigma_range=(0, 10)), "exactly one"),
+        (dict(m=1), "m must be"),
+        (dict(eval_stride=9), "strides"),
+    ],
+)
+def test_config_errors(changes, match):
+    with pytest.raises(ConfigError, match=match):
+        tiny(**changes).validate()
+
+
+def test_lr_schedule():
+    assert lr_factor(0, 100, 0.1, 0.0) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 0.1, 0.0) == pytest.approx(1.0)
+    assert lr_factor(10, 100, 0.1, 0.0) == pytest.approx(1.0)
+    assert lr_factor(100, 100, 0.1, 0.02) == pytest.approx(0.02)
+    assert lr_factor(0, 100, 0.0, 0.0) == pytest.approx(1.0)
+
+
+def test_save_atomic_leaves_old_file_on_failure(tmp_path):
+    save_atomic({"a": 1}, tmp_path / "c.pt")
+
+    class Bad:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        save_atomic({"a": Bad()}, tmp_path / "c.pt")
+    assert torch.load(tmp_path / "c.pt") == {"a": 1}
+    assert os.listdir(tmp_path) == ["c.pt"]
+
+
+def test_evaluate_images_is_reproducible():
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    images = [torch.rand(20, 24, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    a = evaluate_images(Identity(), images, [10.0, 25.0])
+    b = evaluate_images(Identity(), images, [25.0])
+    assert a["psnr"][25.0] == b["psnr"][25.0]  # same noise whatever the other sigmas
+    assert a["psnr"][10.0][0] > a["psnr"][25.0][0]
+    assert a["psnr"][25.0] == a["noisy_psnr"][25.0]
+    with pytest.raises(ValueError, match="sigma"):
+        evaluate_images(Identity(), images, [-1.0])
