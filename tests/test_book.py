@@ -42,6 +42,7 @@ Run (``NELU_DATA`` and ``MPLBACKEND=Agg`` are set by the Makefile)::
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,7 @@ TOC = ROOT / "_toc.yml"
 # Generous upper bounds; the whole book currently executes in well under a minute.
 CHAPTER_TIMEOUT_S = 1800
 BUILD_TIMEOUT_S = 3600
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes in the logs of jupyter-book and nbval
 
 
 def toc_files() -> list[str]:
@@ -162,7 +164,8 @@ def test_chapter_runs(path: Path):
     proc = subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=CHAPTER_TIMEOUT_S, check=False
     )
-    assert proc.returncode == 0, f"{path.name} failed under nbval (rc={proc.returncode}):\n{proc.stdout[-8000:]}\n{proc.stderr[-2000:]}"
+    log = ANSI.sub("", f"{proc.stdout[-8000:]}\n{proc.stderr[-2000:]}")
+    assert proc.returncode == 0, f"{path.name} failed under nbval (rc={proc.returncode}):\n{log}"
 
 
 def jupyter_book() -> str:
@@ -178,7 +181,7 @@ def test_book_builds(tmp_path: Path):
     proc = subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
     )
-    output = proc.stdout + proc.stderr
+    output = ANSI.sub("", proc.stdout + proc.stderr)
     # Sphinx reports problems as "path: WARNING: ..." / "ERROR: ..."; show those first.
     problems = [line for line in output.splitlines() if "WARNING:" in line or "ERROR:" in line]
     log = "\n".join(problems[:50]) + f"\n... last lines of the build log:\n{output[-4000:]}"
