@@ -37,6 +37,7 @@ class SyntheticConfig:
     steps: int = 2000
     batch_size: int = 256
     lr: float = 3e-3
+    nelu_lam: float = 0.1  # initial; universal_lam(64) = 0.36 zeroes every code at init (no gradient)
     test_size: int = 10000
     seed: int = 0
     threads: int = 1
@@ -61,7 +62,7 @@ def sample(D0: torch.Tensor, count: int, k: int, generator: torch.Generator) -> 
 def fit(activation: str, sigma: float, D0: torch.Tensor, cfg: SyntheticConfig) -> SparseAE:
     """Train one auto-encoder at noise level ``sigma`` (deterministic given ``cfg.seed``)."""
     g_init = torch.Generator().manual_seed(cfg.seed)
-    model = SparseAE(cfg.n, cfg.m, make_activation(activation, cfg.m), remove_dc=False, generator=g_init)
+    model = SparseAE(cfg.n, cfg.m, make_activation(activation, cfg.m, lam=cfg.nelu_lam), remove_dc=False, generator=g_init)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps, 0.05, 0.02))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
