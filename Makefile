@@ -10,7 +10,6 @@ STAMP  := $(VENV)/.installed
 # Where the images are: $NELU_DATA if set, else ../shared/data (CI), else data/.
 NELU_DATA ?= $(abspath $(if $(wildcard ../shared/data/SHA256SUMS),../shared/data,data))
 export NELU_DATA
-export MPLBACKEND := Agg
 PYTEST_WORKERS ?= 2
 
 .PHONY: test unit book bench clean

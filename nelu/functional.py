@@ -80,7 +80,7 @@ def universal_lam(m: int) -> float:
 
     Example:
         >>> round(universal_lam(256), 4)
-        0.2082
+        0.2081
     """
     if m < 2:
         raise ValueError(f"universal_lam needs m >= 2, got m={m}")
@@ -275,8 +275,8 @@ def sqrt_lasso_threshold(u: Tensor, lam: Tensor | float, *, nonneg: bool = True)
 
     Example:
         >>> u = torch.tensor([3.0, 1.0, -1.0])
-        >>> sqrt_lasso_threshold(u, 0.5)   # tau = 0.5 * ||(1, 1, -1)||_2 = sqrt(3)/2
-        tensor([0.8660])
+        >>> sqrt_lasso_threshold(u, 0.5)   # active {3, 1}: tau = 0.5 * ||(tau, tau, -1)||_2
+        tensor([0.7071])
     """
     _check_u(u)
     lam_t = _check_lam(lam, u)
@@ -347,7 +347,7 @@ def nelu(
 
     Example:
         >>> nelu(torch.tensor([3.0, 1.0, -1.0]), 0.5)
-        tensor([2.1340, 0.1340, 0.0000])
+        tensor([2.2929, 0.2929, 0.0000])
     """
     _check_u(u)
     lam_t = _check_lam(lam, u)

@@ -88,21 +88,9 @@ def _solve(u, lam, nonneg: bool, kind: str) -> np.ndarray:
     return out.reshape(shape)
 
 
-def _polish(u: np.ndarray, z: np.ndarray, lam: float, nonneg: bool, kind: str, support_tol: float = 1e-7) -> np.ndarray:
-    """Newton's method on the objective restricted to cvxpy's support and signs (``||u||_2 = 1``).
-
-    On a fixed support with fixed signs ``s`` both objectives are smooth:
-    ``1/2 ||u - z||^2 + lam s^T z`` (lasso) and ``||u - z||_2 + lam s^T z``
-    (square-root lasso, smooth while the residual is not zero). Returns the
-    polished ``z`` when it keeps the signs and meets the optimality conditions
-    of the full problem to 1e-9; otherwise cvxpy's ``z`` unchanged.
-    """
-    support = (z > support_tol) if nonneg else (np.abs(z) > support_tol)
-    sign = np.sign(z[support])
+def _newton_on_support(u, z_s, support, sign, lam, kind):
+    """Newton's method on the objective restricted to a fixed support and signs."""
     u_off = u[~support]
-    if not support.any() or (kind == "sqrt_lasso" and float(u_off @ u_off) < 1e-20):
-        return z  # nothing to polish, or the objective is not smooth (zero residual)
-    z_s = z[support].copy()
     for _ in range(50):
         r_s = u[support] - z_s
         if kind == "sqrt_lasso":
@@ -113,19 +101,46 @@ def _polish(u: np.ndarray, z: np.ndarray, lam: float, nonneg: bool, kind: str, s
             grad = -r_s + lam * sign
             hess = np.eye(z_s.size)
         step = np.linalg.solve(hess, grad)
-        z_s -= step
+        z_s = z_s - step
         if np.linalg.norm(step) < 1e-15:
             break
-    polished = np.zeros_like(z)
-    polished[support] = z_s
-    g = u - polished  # normalized residual: the (sub)gradient of the fit term
-    if kind == "sqrt_lasso":
-        g = g / np.linalg.norm(g)
-    kkt_active = np.abs(g[support] - lam * sign).max()
-    off = g[~support]
-    kkt_inactive = (off.max(initial=-np.inf) if nonneg else np.abs(off).max(initial=0.0)) - lam
-    if np.array_equal(np.sign(z_s), sign) and kkt_active < 1e-9 and kkt_inactive < 1e-9:
-        return polished
+    return z_s
+
+
+def _polish(u: np.ndarray, z: np.ndarray, lam: float, nonneg: bool, kind: str, support_tol: float = 1e-7) -> np.ndarray:
+    """Newton's method on the objective restricted to a support and signs (``||u||_2 = 1``).
+
+    On a fixed support with fixed signs ``s`` both objectives are smooth:
+    ``1/2 ||u - z||^2 + lam s^T z`` (lasso) and ``||u - z||_2 + lam s^T z``
+    (square-root lasso, smooth while the residual is not zero). Starts from
+    cvxpy's support; an entry whose polished value changes sign leaves the
+    support and an inactive entry that violates optimality joins it (cvxpy is
+    only accurate to about sqrt(tolerance) for an entry near the threshold).
+    Returns the polished ``z`` once it keeps its signs and meets the optimality
+    conditions of the full problem to 1e-9; otherwise cvxpy's ``z`` unchanged.
+    """
+    support = (z > support_tol) if nonneg else (np.abs(z) > support_tol)
+    sign_all = np.sign(z)
+    for _ in range(8):
+        u_off = u[~support]
+        if not support.any() or (kind == "sqrt_lasso" and float(u_off @ u_off) < 1e-20):
+            return z  # nothing to polish, or the objective is not smooth (zero residual)
+        sign = sign_all[support]
+        z_s = _newton_on_support(u, z[support].copy(), support, sign, lam, kind)
+        polished = np.zeros_like(z)
+        polished[support] = z_s
+        g = u - polished  # normalized residual: the (sub)gradient of the fit term
+        if kind == "sqrt_lasso":
+            g = g / np.linalg.norm(g)
+        flipped = support.copy()
+        flipped[support] = np.sign(z_s) != sign
+        off = np.where(support, 0.0, g if nonneg else np.abs(g))
+        violating = ~support & (off - lam > 1e-9)
+        if not flipped.any() and not violating.any():
+            kkt_active = np.abs(g[support] - lam * sign).max()
+            return polished if kkt_active < 1e-9 else z
+        support = (support & ~flipped) | violating
+        sign_all = np.where(violating, np.sign(g), sign_all)
     return z
 
 

@@ -70,3 +70,14 @@ def test_zero_input():
 def test_bad_lam(lam):
     with pytest.raises(ValueError, match="lam"):
         sqrt_lasso(np.ones(3), lam)
+
+
+@pytest.mark.parametrize("nonneg", [True, False])
+def test_entry_just_below_the_threshold(nonneg):
+    """An entry 3e-5 below lam: cvxpy puts it in the support, the polish must take it out."""
+    u = np.array([2.0, -1.5, 0.7, 0.17746, -0.9, 0.05])
+    lam = 0.17749
+    expected = np.sign(u) * np.maximum(np.abs(u) - lam, 0)
+    if nonneg:
+        expected = np.maximum(u - lam, 0)
+    np.testing.assert_allclose(lasso(u, lam, nonneg=nonneg), expected, atol=1e-9)
