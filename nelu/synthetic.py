@@ -34,9 +34,9 @@ class SyntheticConfig:
     k: int = 3
     train_sigma: float = 0.1
     sigmas: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
-    steps: int = 2000
+    steps: int = 6000
     batch_size: int = 256
-    lr: float = 3e-3
+    lr: float = 1e-2
     nelu_lam: float = 0.1  # initial; universal_lam(64) = 0.36 zeroes every code at init (no gradient)
     test_size: int = 10000
     seed: int = 0
