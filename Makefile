@@ -1,6 +1,7 @@
 # Two commands a reader needs (see README):
 #   make test   - every test: unit tests, chapter execution (nbval) and the book build
 #   make book   - build the book, executing every chapter, into _build/html
+# and, for maintainers: make bench (README's table), make reproduce (results/).
 # Both create the virtual environment .venv on first use.
 
 PYTHON ?= python3.11
@@ -12,7 +13,7 @@ NELU_DATA ?= $(abspath $(if $(wildcard ../shared/data/SHA256SUMS),../shared/data
 export NELU_DATA
 PYTEST_WORKERS ?= 2
 
-.PHONY: test unit book bench clean
+.PHONY: test book bench reproduce clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,9 @@ book: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m nelu.bench --readme README.md --json results/bench.json
+
+reproduce: $(STAMP)
+	$(BIN)/python -m nelu reproduce all --profile full
 
 clean:
 	rm -rf _build
