@@ -174,18 +174,79 @@ def jupyter_book() -> str:
 
 
 @pytest.mark.slow
-def test_book_builds(tmp_path: Path):
-    """The whole book builds, executing every chapter, with warnings as errors (one build)."""
-    cmd = [jupyter_book(), "build", str(ROOT), "-W", "-n", "--keep-going", "--path-output", str(tmp_path)]
-    env = {**os.environ, "MPLBACKEND": os.environ.get("MPLBACKEND", "Agg")}
-    proc = subprocess.run(
-        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
-    )
-    output = ANSI.sub("", proc.stdout + proc.stderr)
+def test_book_builds(book_build):
+    """The whole book builds, executing every chapter, with warnings as errors (one build).
+
+    The build is the session fixture ``book_build`` (tests/conftest.py): one
+    ``jupyter-book build ROOT -W -n --keep-going --path-output <tmp>`` per test run, shared
+    with the browser checks of tests/test_site.py.
+    """
+    output = book_build.output
     # Sphinx reports problems as "path: WARNING: ..." / "ERROR: ..."; show those first.
-    problems = [line for line in output.splitlines() if "WARNING:" in line or "ERROR:" in line]
+    problems = book_build.problems()
     log = "\n".join(problems[:50]) + f"\n... last lines of the build log:\n{output[-4000:]}"
-    assert proc.returncode == 0, f"jupyter-book build failed (rc={proc.returncode}):\n{log}"
-    html = tmp_path / "_build" / "html"
+    assert book_build.returncode == 0, f"jupyter-book build failed (rc={book_build.returncode}):\n{log}"
+    html = book_build.html
     missing = [f for f in toc_files() if not (html / f"{f}.html").is_file()]
     assert not missing, f"no html for {missing} in {html}:\n{log}"
+
+
+# Opening lines of sphinx-exercise directives in markdown cells (backtick or colon fences).
+EXERCISE_DIRECTIVE = re.compile(
+    r"^[ \t]*(`{3,}|:{3,})\{(?P<name>exercise|exercise-start|solution|solution-start|solution-end)\}"
+    r"[ \t]*(?P<arg>[^\n]*)\n(?P<options>(?:[ \t]*:[\w-]+:[^\n]*\n)*)",
+    re.M,
+)
+
+
+def exercise_directives(path: Path) -> list[tuple[int, str, str, dict[str, str]]]:
+    """``(cell index, directive, argument, options)`` of every exercise/solution directive."""
+    nb = nbformat.read(path, as_version=4)
+    found = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "markdown":
+            continue
+        for m in EXERCISE_DIRECTIVE.finditer(cell.source + "\n"):
+            options = dict(
+                (key.strip(), value.strip())
+                for key, value in re.findall(r"^[ \t]*:([\w-]+):(.*)$", m["options"], re.M)
+            )
+            found.append((i, m["name"], m["arg"].strip(), options))
+    return found
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=chapter_id)
+def test_chapter_has_exercises_with_hidden_solutions(path: Path):
+    """At least three exercises, each solved in a hidden dropdown; one solution runs code in CI.
+
+    A *gated* solution (``solution-start`` ... ``solution-end``) holds code cells, which
+    the chapter tests and the book build execute like any other cell.
+    """
+    nb = nbformat.read(path, as_version=4)
+    found = exercise_directives(path)
+    exercises = [(i, opts.get("label")) for i, name, _, opts in found if name in ("exercise", "exercise-start")]
+    solutions = [(i, name, arg, opts) for i, name, arg, opts in found if name in ("solution", "solution-start")]
+    problems = []
+    if len(exercises) < 3:
+        problems.append(f"{len(exercises)} exercises (at least 3 needed)")
+    if len(solutions) < 3:
+        problems.append(f"{len(solutions)} solutions (at least 3 needed)")
+    labels = {label for _, label in exercises}
+    for i, name, arg, opts in solutions:
+        if "dropdown" not in opts.get("class", "").split():
+            problems.append(f"cell {i}: the {name} of {arg!r} is not hidden (add ':class: dropdown')")
+        if arg not in labels:
+            problems.append(f"cell {i}: {name} {arg!r} names no exercise label of this chapter {sorted(labels)}")
+    ends = sorted(i for i, name, _, _ in found if name == "solution-end")
+    gated_with_code = []
+    for i, name, arg, _ in solutions:
+        if name == "solution-start":
+            end = next((j for j in ends if j > i), None)
+            if end is None:
+                problems.append(f"cell {i}: solution-start {arg!r} has no solution-end")
+            elif any(c.cell_type == "code" for c in nb.cells[i + 1 : end]):
+                gated_with_code.append(arg)
+    if not gated_with_code:
+        problems.append("no gated solution (solution-start, a code cell, solution-end): one exercise must be "
+                        "computational, with a solution that CI executes")
+    assert not problems, f"{path.name}:\n  " + "\n  ".join(problems)

@@ -1,0 +1,418 @@
+"""The rendered site, checked in a real browser, and the configuration that publishes it.
+
+Browser checks (``slow``; they use the one book build of the session, ``book_build`` in
+tests/conftest.py): the HTML is served on 127.0.0.1 by ``http.server`` in a thread and
+opened in Debian's headless ``chromium`` (``--dump-dom`` for the DOM after the page's
+scripts ran, ``--screenshot`` for pictures). Every host but 127.0.0.1 is unresolvable for
+the browser, so the checks never depend on the network. The server adds a small script
+(``PROBE``) to each page that records, after the load event, what only the browser knows:
+the decoded size of each image, whether each solution's body is hidden by the computed
+style, where the figures and exercises are, the page height. On the index page and two
+chapters (the first and the last notebook chapter of ``_toc.yml``) the tests check:
+
+* navigation: the sidebar links every chapter of the toc;
+* figures: every ``img`` of the chapter's output was fetched (HTTP 200), decoded and shown
+  by the browser, and is not blank;
+* math: ``div.math`` blocks with the TeX source in MathJax's delimiters, and the MathJax
+  loader and configuration in the page. MathJax itself comes from a CDN in the reader's
+  browser, so offline it does not typeset: the test checks what the page gives MathJax,
+  and reports ``mjx-container`` elements only if they are there;
+* exercises: as many as the chapter's notebook has, each with its solution in a dropdown
+  that the toggle-button script has collapsed (``toggle-hidden``; its body is hidden by the
+  computed style) and whose content is in the page; at least one solution holds a code cell;
+* launch buttons: Binder and Colab links to this chapter's notebook, built from the
+  repository and branch in ``_config.yml``; repository and issues buttons;
+* every request the browser made for the page's own files succeeded, and nothing else is
+  loaded from the internet except MathJax.
+
+Screenshots go to ``_build/screenshots/`` (paths printed): the first screen of each page,
+and for chapters the first figure and the exercises. Headless chromium paints only the first
+screen of a scrolled page, so each page is shot once in a window as tall as the page and
+cropped.
+
+``chromium`` is installed by ``.ci/run``; without it the browser tests are skipped.
+
+Static checks (fast): the site settings in ``_config.yml`` and the two GitHub workflows
+(``book.yml`` builds and deploys to GitHub Pages, ``reproduce.yml`` reruns the full
+experiments weekly and compares them with the committed results).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+from functools import partial
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import nbformat
+import pytest
+import yaml
+from PIL import Image, ImageStat
+
+from test_book import exercise_directives, resolve, toc_files
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+REPO_URL = CONFIG["repository"]["url"].rstrip("/")
+BRANCH = CONFIG["repository"].get("branch", "main")
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+MATHJAX = re.compile(r"^https://cdn\.jsdelivr\.net/npm/mathjax@3/es5/tex-mml-chtml\.js$")
+CHROMIUM_TIMEOUT_S = 120
+
+NOTEBOOK_CHAPTERS = [f for f in toc_files() if (p := resolve(f)) is not None and p.suffix == ".ipynb"]
+PAGES = [toc_files()[0]] + ([NOTEBOOK_CHAPTERS[0], NOTEBOOK_CHAPTERS[-1]] if NOTEBOOK_CHAPTERS else [])
+
+
+def chromium_exe() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if found := shutil.which(name):
+            return found
+    return None
+
+
+# --------------------------------------------------------------------------- browser
+
+
+# Injected by the test server before </body> of every page: once the page has loaded (images
+# decoded, the theme's and the toggle button's scripts run), it records what only a browser
+# knows in an invisible JSON element, which --dump-dom returns. It changes nothing on screen.
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const top = (el) => (el ? Math.round(el.getBoundingClientRect().top + window.scrollY) : null);
+  const figures = [...document.querySelectorAll("article img")].map((img) => ({
+    src: img.getAttribute("src"), natural: [img.naturalWidth, img.naturalHeight],
+    shown: Math.round(img.getBoundingClientRect().width), top: top(img)}));
+  const hidden = [...document.querySelectorAll("article div.solution")].map((sol) => {
+    const body = sol.querySelector(".admonition-title ~ *");
+    return body ? getComputedStyle(body).visibility === "hidden" || body.offsetHeight === 0 : false;
+  });
+  const out = document.createElement("script");
+  out.type = "application/json";
+  out.id = "nelu-test-probe";
+  out.textContent = JSON.stringify({height: document.documentElement.scrollHeight, figures,
+    solutions_hidden: hidden, exercises_top: top(document.querySelector("article div.exercise")),
+    mathjax_typeset: document.querySelectorAll("mjx-container").length});
+  document.body.appendChild(out);
+});
+</script>"""
+MAX_SHOT_HEIGHT = 32000  # pixels; a taller page is cut there (figures and exercises below are not shot)
+
+
+class Site:
+    """The built HTML served on 127.0.0.1, opened in headless chromium."""
+
+    def __init__(self, html: Path, chromium: str, profile: Path):
+        self.html, self.chromium, self.profile = html, chromium, profile
+        self.requests: list[tuple[str, int]] = []  # (path, HTTP status) of every request
+        requests = self.requests
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_request(self, code="-", size="-"):
+                requests.append((urlsplit(self.path).path, int(code) if str(code).isdigit() else 0))
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                path = Path(self.translate_path(self.path))
+                if path.suffix != ".html" or not path.is_file():
+                    return super().do_GET()
+                page = path.read_text(encoding="utf-8")
+                body = page.replace("</body>", PROBE + "</body>", 1).encode("utf-8")
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(html)))
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _run(self, url: str, *args: str) -> str:
+        cmd = [
+            self.chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={self.profile}",
+            # No network but this server: the checks must not depend on it (MathJax is from a CDN).
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            "--virtual-time-budget=10000", *args, urljoin(self.base, url),
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_S, check=False)
+        assert proc.returncode == 0, f"chromium failed on {url} (rc={proc.returncode}):\n{proc.stderr[-3000:]}"
+        return proc.stdout
+
+    def dom(self, url: str) -> tuple[str, dict]:
+        """The DOM after the page's scripts ran, and what the probe measured."""
+        dom = self._run(url, "--window-size=1280,1600", "--dump-dom")
+        assert "<html" in dom, f"chromium returned no DOM for {url}"
+        probe = soup(dom).find("script", id="nelu-test-probe")
+        assert probe is not None, f"{url}: the page never finished loading (no load event)"
+        return dom, json.loads(probe.get_text())
+
+    def screenshot(self, url: str, path: Path, height: int) -> Image.Image:
+        """The whole page (up to MAX_SHOT_HEIGHT) in one window: headless chromium paints
+        only the first screen of a scrolled page, so we never scroll, and crop instead."""
+        height = max(800, min(height, MAX_SHOT_HEIGHT))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        self._run(url, f"--window-size=1280,{height}", f"--screenshot={path}")
+        assert path.is_file(), f"no screenshot of {url}"
+        with Image.open(path) as im:
+            im.load()
+        path.unlink()
+        return im
+
+
+def save_crop(im: Image.Image, top: int, height: int, path: Path) -> Path:
+    top = max(0, min(top, im.height - 1))
+    crop = im.crop((0, top, im.width, min(im.height, top + height)))
+    spread = ImageStat.Stat(crop.convert("L")).stddev[0]
+    assert spread > 10, f"{path.name}: the screenshot is blank there (pixel std {spread:.1f})"
+    crop.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def site(book_build, tmp_path_factory):
+    chromium = chromium_exe()
+    if chromium is None:
+        pytest.skip("no chromium on PATH (.ci/run installs Debian's: apt-get install chromium)")
+    assert book_build.returncode == 0, "the book did not build; see test_book_builds"
+    s = Site(book_build.html, chromium, tmp_path_factory.mktemp("chromium-profile"))
+    yield s
+    s.close()
+
+
+def soup(dom: str):
+    from bs4 import BeautifulSoup  # installed with pydata-sphinx-theme (jupyter-book)
+
+    return BeautifulSoup(dom, "html.parser")
+
+
+def classes(tag) -> set[str]:
+    return set(tag.get("class") or [])
+
+
+def local_path(page: str, ref: str) -> str:
+    """The server path a relative reference of ``page`` resolves to."""
+    return urlsplit(urljoin("http://x/" + page, ref)).path
+
+
+def check_navigation(doc, page: str) -> None:
+    nav = doc.select_one("nav.bd-docs-nav")
+    assert nav is not None, f"{page}: no sidebar navigation"
+    linked = {local_path(page, a["href"]) for a in nav.select("a[href]")}
+    expected = {f"/{f}.html" for f in toc_files()[1:]}
+    assert expected <= linked, f"{page}: sidebar lacks {sorted(expected - linked)}"
+
+
+def check_only_mathjax_is_external(doc, page: str) -> None:
+    external = []
+    for tag, attr in (("script", "src"), ("link", "href"), ("img", "src"), ("iframe", "src")):
+        for t in doc.find_all(tag):
+            ref = t.get(attr)
+            if tag == "link" and not ({"stylesheet", "preload", "icon"} & set(t.get("rel") or [])):
+                continue
+            if ref and urlsplit(ref).scheme in ("http", "https") and not MATHJAX.match(ref):
+                external.append(ref)
+    assert not external, f"{page} loads from the internet: {external}"
+
+
+def check_math(doc, page: str) -> str:
+    scripts = [s.get("src", "") for s in doc.find_all("script")]
+    assert any(MATHJAX.match(s) for s in scripts), f"{page}: no MathJax loader"
+    config = " ".join(s.get_text() for s in doc.find_all("script") if "window.MathJax" in s.get_text())
+    assert "processHtmlClass" in config and "math" in config, f"{page}: no MathJax configuration"
+    blocks = doc.select("article div.math")
+    assert blocks, f"{page}: no display math"
+    for block in blocks:
+        for number in block.select(".eqno"):  # "(12)#" of a numbered equation
+            number.extract()
+        text = block.get_text().strip()
+        assert text.startswith("\\[") and text.endswith("\\]") and len(text) > 6, text[:80]
+    typeset = len(doc.find_all("mjx-container"))
+    return f"{len(blocks)} display-math blocks, {typeset} typeset by MathJax"
+
+
+def check_exercises(doc, page: str, notebook: Path) -> int:
+    expected = sum(name in ("exercise", "exercise-start") for _, name, _, _ in exercise_directives(notebook))
+    exercises = doc.select("article div.exercise")
+    solutions = doc.select("article div.solution")
+    assert len(exercises) == expected >= 3, f"{page}: {len(exercises)} exercises in the page, {expected} in the notebook"
+    assert len(solutions) >= 3, f"{page}: {len(solutions)} solutions"
+    for sol in solutions:
+        title = sol.select_one(".admonition-title")
+        assert title is not None and "Solution" in title.get_text(), sol.get_text()[:80]
+        assert {"dropdown", "toggle", "toggle-hidden"} <= classes(sol), (
+            f"{page}: a solution is not collapsed by the toggle button: {sorted(classes(sol))}"
+        )
+        assert sol.select_one("button.toggle-button"), f"{page}: a solution has no toggle button"
+        body = sol.get_text(" ", strip=True).replace(title.get_text(" ", strip=True), "", 1)
+        assert len(body) > 20, f"{page}: a solution is empty"
+    with_code = [s for s in solutions if s.select_one("div.cell")]
+    assert with_code, f"{page}: no solution holds a code cell (gated solution)"
+    return len(exercises)
+
+
+def check_launch_buttons(doc, page: str, chapter: str) -> None:
+    hrefs = {a["href"] for a in doc.select("a[href]")}
+    org_repo = REPO_URL.removeprefix("https://github.com/")
+    binder = f"https://mybinder.org/v2/gh/{org_repo}/{BRANCH}?urlpath=tree/{chapter}.ipynb"
+    colab = f"https://colab.research.google.com/github/{org_repo}/blob/{BRANCH}/{chapter}.ipynb"
+    launch = doc.select_one(".dropdown-launch-buttons")
+    assert launch is not None, f"{page}: no launch buttons"
+    launch_hrefs = {a["href"] for a in launch.select("a[href]")}
+    assert binder in launch_hrefs, f"{page}: no Binder link {binder} in {sorted(launch_hrefs)}"
+    assert colab in launch_hrefs, f"{page}: no Colab link {colab} in {sorted(launch_hrefs)}"
+    assert REPO_URL in hrefs, f"{page}: no repository button"
+    assert any(h.startswith(f"{REPO_URL}/issues/new") for h in hrefs), f"{page}: no issues button"
+
+
+def check_figures(page: str, site: Site, probe: dict) -> dict:
+    """Every figure of the chapter: fetched (HTTP 200), decoded and shown by the browser."""
+    figures = [f for f in probe["figures"] if "/_images/" in local_path(page, f["src"])]
+    assert figures, f"{page}: no figure"
+    for fig in figures:
+        path = local_path(page, fig["src"])
+        statuses = [code for p, code in site.requests if p == path]
+        assert 200 in statuses, f"{page}: the browser did not load {path} ({statuses})"
+        assert min(fig["natural"]) >= 100 and fig["shown"] >= 100, f"{page}: {path} not decoded or shown: {fig}"
+        with Image.open(site.html / path.lstrip("/")) as im:
+            assert ImageStat.Stat(im.convert("L")).stddev[0] > 5, f"{path} is blank"
+    return figures[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", PAGES)
+def test_page_in_browser(site: Site, page: str, capsys):
+    root = page == toc_files()[0]
+    url = "index.html" if root else f"{page}.html"  # the site's front page redirects to the root
+    before = len(site.requests)
+    dom, probe = site.dom(url)
+    doc = soup(dom)
+    html_page = f"{page}.html"
+    assert doc.select_one("article h1"), f"{url}: no title"
+    if root:
+        assert (f"/{html_page}", 200) in site.requests[before:], f"index.html did not lead to {html_page}"
+    check_navigation(doc, html_page)
+    check_only_mathjax_is_external(doc, html_page)
+    math = check_math(doc, html_page) if doc.select("article div.math") or not root else "no display math"
+    assert probe["mathjax_typeset"] == len(doc.find_all("mjx-container"))
+    shot = site.screenshot(url, SCREENSHOTS / f"{Path(page).name}.png", probe["height"])
+    name = Path(page).name
+    shots = [save_crop(shot, 0, 1600, SCREENSHOTS / f"{name}.png")]
+    report = f"{html_page}: navigation ok; {math}"
+    if not root:
+        figure = check_figures(html_page, site, probe)
+        n = check_exercises(doc, html_page, resolve(page))
+        assert len(probe["solutions_hidden"]) >= n and all(probe["solutions_hidden"]), (
+            f"{html_page}: solutions visible before a click: {probe['solutions_hidden']}"
+        )
+        check_launch_buttons(doc, html_page, page)
+        report += (f"; {len(probe['figures'])} images shown; {n} exercises, solutions hidden in the browser; "
+                   "Binder and Colab buttons ok")
+        if figure["top"] + 400 < shot.height:
+            shots.append(save_crop(shot, figure["top"] - 150, 1100, SCREENSHOTS / f"{name}-figure.png"))
+        if probe["exercises_top"] + 400 < shot.height:
+            shots.append(save_crop(shot, probe["exercises_top"] - 120, 1600, SCREENSHOTS / f"{name}-exercises.png"))
+    failed = [(p, code) for p, code in site.requests[before:] if code >= 400 and p != "/favicon.ico"]
+    assert not failed, f"{url}: requests failed: {failed}"
+    with capsys.disabled():
+        print(f"\n{report}\n  screenshots: " + ", ".join(str(s) for s in shots))
+
+
+# ---------------------------------------------------------------------- static checks
+
+
+def test_site_configuration():
+    assert CONFIG["title"] and CONFIG["author"]
+    assert (ROOT / CONFIG["logo"]).is_file(), CONFIG["logo"]
+    assert CONFIG["only_build_toc_files"] is True
+    extensions = set(CONFIG["sphinx"]["extra_extensions"])
+    assert {"sphinx_proof", "sphinx_exercise"} <= extensions
+    assert {"amsmath", "dollarmath"} <= set(CONFIG["parse"]["myst_enable_extensions"])
+    assert all((ROOT / f).is_file() for f in CONFIG["bibtex_bibfiles"])  # loads sphinxcontrib-bibtex
+    assert CONFIG["sphinx"]["config"].get("intersphinx_mapping") == {}, "nothing may be fetched at build time"
+    bibliography = resolve("book/bibliography")
+    assert "book/bibliography" in toc_files() and "```{bibliography}" in bibliography.read_text()
+    assert CONFIG["execute"]["execute_notebooks"] in ("cache", "force") and CONFIG["execute"]["raise_on_error"]
+
+
+def workflow(name: str) -> dict:
+    path = ROOT / ".github" / "workflows" / name
+    data = yaml.safe_load(path.read_text())
+    data["on"] = data.pop(True, data.get("on"))  # YAML 1.1 reads the key `on` as True
+    return data
+
+
+def steps(job: dict) -> list[dict]:
+    return job["steps"]
+
+
+def uses(job: dict, action: str) -> dict:
+    found = [s for s in steps(job) if s.get("uses", "").split("@")[0] == action]
+    assert found, f"no step uses {action}"
+    return found[0]
+
+
+def runs(job: dict) -> str:
+    return "\n".join(s.get("run", "") for s in steps(job))
+
+
+def check_setup(job: dict) -> None:
+    uses(job, "actions/checkout")
+    assert str(uses(job, "actions/setup-python")["with"]["python-version"]) == "3.11"
+    assert "make .venv/.installed" in runs(job) or "make book" in runs(job)
+    assert "fetch(" in runs(job), "download and verify the images before they are needed"
+
+
+def test_book_workflow_builds_and_deploys_to_pages():
+    wf = workflow("book.yml")
+    assert "main" in wf["on"]["push"]["branches"]
+    assert wf["permissions"]["pages"] == "write" and wf["permissions"]["id-token"] == "write"
+    build, deploy = wf["jobs"]["build"], wf["jobs"]["deploy"]
+    check_setup(build)
+    assert "make book" in runs(build)
+    assert uses(build, "actions/upload-pages-artifact")["with"]["path"] == "_build/html"
+    assert deploy["needs"] == "build" and deploy["environment"]["name"] == "github-pages"
+    uses(deploy, "actions/deploy-pages")
+    assert "refs/heads/main" in deploy["if"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^book:.*\n\t.*jupyter-book build \. -W", makefile, re.M), "make book must build with -W"
+
+
+def test_reproduce_workflow_reruns_the_full_profile_weekly():
+    from nelu.cli import build_parser
+
+    wf = workflow("reproduce.yml")
+    cron = wf["on"]["schedule"][0]["cron"]
+    fields = cron.split()
+    assert len(fields) == 5 and fields[2] == "*" and fields[3] == "*" and fields[4] != "*", f"not weekly: {cron}"
+    job = wf["jobs"]["reproduce"]
+    check_setup(job)
+    commands = runs(job)
+    rerun = next(line for line in commands.splitlines() if "-m nelu reproduce" in line)
+    argv = rerun.split("-m nelu ", 1)[1].replace('"$RUNNER_TEMP/fresh"', "/tmp/fresh").split()
+    args = build_parser().parse_args(argv)  # the command line is valid for the package's CLI
+    assert (args.which, args.profile) == ("all", "full") and args.out == "/tmp/fresh"
+    compare = next(line for line in commands.splitlines() if "compare_results.py" in line)
+    assert "$RUNNER_TEMP/fresh" in compare and "--tol-db 0.01" in compare
+    assert (ROOT / "tests" / "compare_results.py").is_file()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="executable bit")
+def test_ci_installs_chromium():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "command -v chromium" in ci and "apt-get install" in ci and "chromium" in ci
