@@ -448,12 +448,18 @@ def evaluate_images(
     seed: int = 0,
     metrics: tuple[str, ...] = ("psnr", "ssim"),
     device: str | torch.device = "cpu",
+    extra: dict | None = None,
 ) -> dict:
     """PSNR/SSIM of ``denoiser`` on every image at every ``sigma`` (0-255 scale).
 
     The noisy version of image ``i`` at level ``s`` uses the generator seeded with
     :func:`noise_seed` ``(seed, i, s)``: identical for every model and every run. All
-    levels of one image are denoised in one batch ``(len(sigmas), 1, H, W)``.
+    levels of one image are denoised in one batch ``(len(sigmas), 1, H, W)``. ``kind``
+    is the noise model of :func:`nelu.data.add_noise`.
+
+    ``extra`` maps more metric names to functions ``f(clean, estimate)`` of two
+    ``(H, W)`` tensors (e.g. a PSNR on part of the image); their values are stored like
+    the others.
 
     Returns ``{"sigmas": [...], "psnr": {sigma: [per image]}, "ssim": {...},
     "noisy_psnr": {...}}`` with float keys.
@@ -465,6 +471,11 @@ def evaluate_images(
     for m in metrics:
         result[m] = {s: [] for s in sigmas}
     fns = {"psnr": psnr, "ssim": ssim}
+    extra = dict(extra or {})
+    if set(extra) & set(metrics) or "noisy_psnr" in extra:
+        raise ValueError(f"extra metric names {sorted(extra)} clash with {metrics} or noisy_psnr")
+    for m in extra:
+        result[m] = {s: [] for s in sigmas}
     denoiser = denoiser.eval()
     for i, clean in enumerate(images):
         noisy = torch.stack([
@@ -476,4 +487,6 @@ def evaluate_images(
             result["noisy_psnr"][s].append(psnr(clean, noisy[j, 0]))
             for m in metrics:
                 result[m][s].append(fns[m](clean, est[j, 0]))
+            for m, fn in extra.items():
+                result[m][s].append(fn(clean, est[j, 0]))
     return result

@@ -1,0 +1,466 @@
+"""A convolutional sparse auto-encoder with NeLU (the paper leaves it as future work).
+
+The model is one convolution, one activation and one transposed convolution,
+
+.. math::  \\hat x = D^\\top\\!\\ast \\operatorname{act}(W \\ast y) + \\operatorname{low}(y),
+
+with ``m`` filters of ``kernel`` x ``kernel`` pixels, stride 1:
+
+* ``W * y`` (``conv2d``) gives, at every location ``p``, the code vector
+  ``u_p = W P_p y`` in ``R^m`` of the patch ``P_p y`` whose top-left corner is
+  ``p``: exactly what :class:`nelu.models.SparseAE` computes for that patch;
+* ``act`` thresholds the codes (see below);
+* the transposed convolution puts ``D z_p`` back at the patch's place and *sums*
+  the overlapping patch estimates (a patch auto-encoder averages them: the
+  factor ``1 / kernel**2`` is part of the learned decoder);
+* DC (mean) handling mirrors ``SparseAE(remove_dc=True)`` exactly: the encoder
+  filters are projected onto zero-mean filters, so ``u_p`` is the code of the
+  zero-mean patch ``P_p y - mean(P_p y)``, and ``low(y)`` adds back the average,
+  over the patches covering a pixel, of their means (a box filter applied twice);
+* the image is reflect-padded by ``kernel - 1`` pixels first, so every pixel is
+  covered by ``kernel**2`` patches, and the result is cropped back to ``H x W``.
+
+So the convolutional model *is* the patch model evaluated at stride 1, trained end
+to end on whole images (the training sees the patch averaging) instead of on
+isolated patches.
+
+Over which coefficients is the NeLU residual norm taken?
+--------------------------------------------------------
+NeLU solves ``min_z ||u - z||_2 + lam ||z||_1`` and thresholds at ``tau = lam ||u - z||_2``.
+With a convolutional code ``U`` of shape ``(m, H', W')`` the norm can be taken over
+
+* ``coeffs="location"`` (activation ``"nelu"``): the ``m`` channels at each location,
+  ``tau_p = lam ||u_p - z_p||_2``. NeLU then acts on the channel dimension of each
+  pixel's code vector, which is the transform-domain code of the patch at ``p``:
+  this is the square-root lasso of the patch model, one per patch, with the same
+  pivotal ``lam`` for every patch and every image size. Its threshold follows the
+  *local* residual energy: if the noise level changes across the image, each patch
+  gets its own threshold. Implemented as :func:`nelu.functional.nelu` on a
+  channels-last view (the last dimension is the code dimension).
+* ``coeffs="image"`` (activation ``"nelu-global"``): all ``m H' W'`` coefficients of
+  one image, one threshold per image, ``tau = lam_eff ||U - Z||_F``. The pivotal
+  ``lam`` of a square-root lasso of ``N`` coefficients scales like
+  ``sqrt(2 log N / N)``, so a ``lam`` learned on small training crops would be far
+  too large on a full test image; the layer therefore uses
+  ``lam_eff = lam / sqrt(H' W')``, which makes ``tau = lam * RMS_p ||u_p - z_p||``:
+  the same ``lam`` scale as the per-location variant, with the residual energy
+  averaged over the image. It estimates the noise from many more coefficients
+  (less variance) but cannot follow a noise level that varies across the image.
+
+Per-window variants (the residual over a ``w x w`` block of locations) sit between
+the two; they are not implemented.
+
+The ReLU baseline (activation ``"relu"``) is ``relu(u_p - b)`` with a learned threshold
+per channel (:class:`nelu.nn.ShiftedReLU` on the channel dimension), i.e. a ReLU with a
+per-channel bias.
+
+:func:`train_conv` trains the model on random crops of Train400 with the machinery
+of :mod:`nelu.train` (seeded generators, warm-up + cosine schedule, atomic
+checkpoints, bitwise-exact resume); :func:`load_conv_denoiser` rebuilds a trained
+model, which maps ``(B, 1, H, W)`` or ``(H, W)`` noisy images to denoised ones and so
+can be measured with :func:`nelu.train.evaluate_images`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as TF
+from torch import Tensor, nn
+
+from . import data as nd
+from . import functional as F
+from .models import CheckpointError, _paired_init, make_activation
+from .nn import NeLU
+from .train import (
+    ConfigError,
+    _check_resumable,
+    _torch_settings,
+    cached_dataset,
+    lr_factor,
+    save_atomic,
+)
+
+__all__ = [
+    "CONV_ACTIVATIONS",
+    "ChannelsLast",
+    "GlobalNeLU",
+    "ConvAE",
+    "ConvConfig",
+    "train_conv",
+    "load_conv_checkpoint",
+    "load_conv_denoiser",
+    "make_conv_activation",
+]
+
+#: Activations of the convolutional auto-encoder: ReLU with a per-channel bias, NeLU per
+#: location (norm over the channels at each location), NeLU per image (norm over all codes).
+CONV_ACTIVATIONS = ("relu", "nelu", "nelu-global")
+CONV_CHECKPOINT_FORMAT = "nelu-conv-checkpoint"
+CONV_CHECKPOINT_VERSION = 1
+
+
+class ChannelsLast(nn.Module):
+    """Apply ``act`` (which acts on the last dimension) to the channels of ``(B, C, H, W)`` codes.
+
+    The code is viewed as ``(B, H, W, C)``: each location's channel vector is one row.
+    (:class:`ConvAE` keeps its codes channels-last, ``(B, L, m)``, and needs no wrapper.)
+
+    >>> layer = ChannelsLast(NeLU(lam=0.3))
+    >>> u = torch.randn(2, 8, 5, 4)
+    >>> z = layer(u)
+    >>> torch.allclose(z, F.nelu(u.permute(0, 2, 3, 1), 0.3).permute(0, 3, 1, 2), atol=1e-6)
+    True
+    """
+
+    def __init__(self, act: nn.Module) -> None:
+        super().__init__()
+        self.act = act
+
+    def forward(self, u: Tensor) -> Tensor:
+        return self.act(u.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class GlobalNeLU(nn.Module):
+    """NeLU with one threshold per image: the square-root lasso over all its code coefficients.
+
+    Input: channels-last codes ``(B, ..., m)``, one image per batch entry, ``L`` locations
+    each (the product of the middle dimensions). ``tau = (lam / sqrt(L)) ||U - Z||_F``,
+    i.e. ``lam`` times the root-mean-square over locations of the per-location residual
+    norm, so ``lam`` has the scale of the per-location NeLU and does not depend on the
+    image size (module docstring).
+
+    >>> g = GlobalNeLU(0.2)
+    >>> u = torch.randn(1, 30, 8)
+    >>> torch.allclose(g(3 * u), 3 * g(u), atol=1e-5)  # positively homogeneous: pivotal
+    True
+    """
+
+    per_location = False
+
+    def __init__(self, lam: float = 0.1, learnable: bool = True) -> None:
+        super().__init__()
+        self.inner = NeLU(lam=lam, learnable=learnable, nonneg=True)
+
+    @property
+    def lam(self) -> Tensor:
+        return self.inner.lam
+
+    def forward(self, u: Tensor) -> Tensor:
+        B, m = u.shape[0], u.shape[-1]
+        locations = u[0].numel() // m
+        return F.nelu(u.reshape(B, -1), self.inner.lam / math.sqrt(locations)).reshape(u.shape)
+
+    def extra_repr(self) -> str:
+        return f"lam={float(self.lam.detach()):.4g}, coeffs='image'"
+
+
+def make_conv_activation(name: str, m: int, *, lam: float = 0.1, threshold: float = 0.0) -> nn.Module:
+    """The activation ``name`` (one of :data:`CONV_ACTIVATIONS`) for channels-last codes ``(B, L, m)``.
+
+    ``"relu"``: :class:`nelu.nn.ShiftedReLU` (a threshold per channel); ``"nelu"``:
+    :class:`nelu.nn.NeLU` on the last (channel) dimension, i.e. per location;
+    ``"nelu-global"``: :class:`GlobalNeLU`.
+
+    >>> make_conv_activation("relu", 4)
+    ShiftedReLU(num_features=4)
+    """
+    if name == "relu":
+        return make_activation("relu", m, threshold=threshold)
+    if name == "nelu":
+        return make_activation("nelu", m, lam=lam)
+    if name == "nelu-global":
+        return GlobalNeLU(lam)
+    raise ValueError(f"unknown activation {name!r}; valid: {', '.join(CONV_ACTIVATIONS)}")
+
+
+class ConvAE(nn.Module):
+    """Convolutional sparse auto-encoder ``x_hat = ConvT(act(Conv(y))) + low(y)`` (module docstring).
+
+    Args:
+        m: number of filters (channels of the code).
+        kernel: filter side (odd).
+        activation: a module acting on channels-last codes ``(B, L, m)``
+            (:func:`make_conv_activation`) or its name.
+        remove_dc: zero-mean encoder filters and the low-pass path ``low(y)``.
+        generator: for the initialization, that of :class:`nelu.models.SparseAE`
+            (``W = [V; -V]``, ``D = [P, -P]``), the decoder scaled by ``1 / kernel**2``.
+        chunk: locations per block when running without gradients (bounded memory,
+            codes kept in cache) for per-location activations.
+
+    Parameters: ``encoder`` and ``decoder``, both ``(m, 1, k, k)``: the weights of
+    ``conv2d`` and of ``conv_transpose2d``. The computation uses the equivalent
+    ``unfold`` -> matrix products -> ``fold`` form, which gives the code channels-last
+    (one row per location) and is several times faster than ``conv_transpose2d`` on CPU.
+
+    Input ``(B, 1, H, W)`` or ``(H, W)`` with ``H, W >= kernel``; output the same shape.
+    Without gradients a batch is processed one image at a time.
+
+    >>> ae = ConvAE(16, 5, "nelu")
+    >>> ae(torch.rand(2, 1, 12, 9)).shape
+    torch.Size([2, 1, 12, 9])
+    """
+
+    def __init__(
+        self,
+        m: int = 64,
+        kernel: int = 7,
+        activation: nn.Module | str = "nelu",
+        remove_dc: bool = True,
+        generator: torch.Generator | None = None,
+        chunk: int = 4096,
+    ) -> None:
+        super().__init__()
+        if kernel < 1 or kernel % 2 == 0 or m < 2:
+            raise ValueError(f"need an odd kernel >= 1 and m >= 2, got kernel={kernel}, m={m}")
+        self.m, self.kernel, self.remove_dc, self.chunk = m, kernel, remove_dc, chunk
+        n = kernel * kernel
+        W, D = _paired_init(n, m, remove_dc, generator)  # (m, n), (n, m)
+        self.encoder = nn.Parameter(W.reshape(m, 1, kernel, kernel).clone())
+        self.decoder = nn.Parameter((D.T / n).reshape(m, 1, kernel, kernel).clone())
+        self.activation = make_conv_activation(activation, m) if isinstance(activation, str) else activation
+
+    def filters(self) -> Tensor:
+        """Encoder filters as used: zero-mean when ``remove_dc``; ``(m, 1, k, k)``."""
+        w = self.encoder
+        return w - w.mean(dim=(2, 3), keepdim=True) if self.remove_dc else w
+
+    def _pad(self, y: Tensor) -> Tensor:
+        p = self.kernel - 1
+        return TF.pad(y, (p, p, p, p), mode="reflect") if p else y
+
+    def code(self, y: Tensor) -> Tensor:
+        """The pre-activation code ``u = W * pad(y)`` (``conv2d``), ``(B, m, H + k - 1, W + k - 1)``."""
+        return TF.conv2d(self._pad(y), self.filters())
+
+    def low(self, y: Tensor) -> Tensor:
+        """Average over the covering patches of their means (0 without ``remove_dc``): a box filter twice."""
+        if not self.remove_dc:
+            return torch.zeros_like(y)
+        k = self.kernel
+        return TF.avg_pool2d(TF.avg_pool2d(self._pad(y), k, stride=1), k, stride=1)
+
+    def _forward(self, y: Tensor) -> Tensor:
+        k, p, (H, W) = self.kernel, self.kernel - 1, y.shape[-2:]
+        yp = self._pad(y)
+        cols = TF.unfold(yp, k)  # (B, n, L): the patch at each of the L locations, one per column
+        enc = self.filters().reshape(self.m, -1).T  # (n, m)
+        dec = self.decoder.reshape(self.m, -1)  # (m, n)
+        if torch.is_grad_enabled() or not getattr(self.activation, "per_location", True):
+            out = (self.activation(cols.transpose(1, 2) @ enc) @ dec).transpose(1, 2)  # codes (B, L, m)
+        else:  # one image (B = 1), blocks of locations (the codes stay in cache)
+            out = torch.empty_like(cols)
+            for a in range(0, cols.shape[2], self.chunk):
+                u = cols[0, :, a : a + self.chunk].T @ enc  # (chunk, m)
+                out[0, :, a : a + self.chunk] = dec.T @ self.activation(u).T
+        x = TF.fold(out, yp.shape[-2:], k)[..., p : p + H, p : p + W]
+        return x + self.low(y)
+
+    def forward(self, y: Tensor) -> Tensor:
+        squeeze = y.ndim == 2
+        x = y[None, None] if squeeze else y
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"images must be (H, W) or (B, 1, H, W), got {tuple(y.shape)}")
+        if min(x.shape[-2:]) < self.kernel:
+            raise ValueError(f"images must be at least {self.kernel} pixels on each side, got {tuple(y.shape)}")
+        if torch.is_grad_enabled() or x.shape[0] == 1:
+            out = self._forward(x)
+        else:
+            out = torch.cat([self._forward(x[i : i + 1]) for i in range(x.shape[0])])
+        return out[0, 0] if squeeze else out
+
+    def extra_repr(self) -> str:
+        return f"m={self.m}, kernel={self.kernel}, remove_dc={self.remove_dc}"
+
+
+# ------------------------------------------------------------------------------ train
+
+
+@dataclass
+class ConvConfig:
+    """A training run of :class:`ConvAE` on random ``crop`` x ``crop`` crops of Train400.
+
+    Each step draws ``batch_size`` crops from a pool of ``pool_size`` (drawn once,
+    seeded) and adds Gaussian noise of level ``sigma`` (0-255 scale); loss: MSE;
+    AdamW with linear warm-up then cosine decay (:func:`nelu.train.lr_factor`).
+    """
+
+    activation: str = "nelu"
+    sigma: float = 25.0
+    m: int = 64
+    kernel: int = 7
+    crop: int = 40
+    steps: int = 600
+    batch_size: int = 8
+    lr: float = 3e-3
+    warmup: float = 0.05
+    min_lr_factor: float = 0.02
+    seed: int = 0
+    pool_size: int = 2000
+    train_images: int | None = None
+    nelu_lam: float = 0.1
+    relu_threshold: float = 0.0
+    remove_dc: bool = True
+    device: str = "cpu"
+    threads: int = 1
+    checkpoint_every: int = 200
+    progress: bool | None = False
+
+    def validate(self) -> "ConvConfig":
+        """Raise :class:`nelu.train.ConfigError` naming the first invalid field; return self."""
+        if self.activation not in CONV_ACTIVATIONS:
+            raise ConfigError(f"unknown activation {self.activation!r}; valid: {', '.join(CONV_ACTIVATIONS)}")
+        if not (math.isfinite(self.sigma) and self.sigma >= 0):
+            raise ConfigError(f"sigma must be >= 0 (0-255 scale), got {self.sigma}")
+        if self.kernel < 1 or self.kernel % 2 == 0:
+            raise ConfigError(f"kernel must be odd and >= 1, got {self.kernel}")
+        for name in ("m", "steps", "batch_size", "pool_size", "threads", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.m < 2 or self.crop < self.kernel:
+            raise ConfigError(f"need m >= 2 and crop >= kernel, got m={self.m}, crop={self.crop}")
+        if not (self.lr > 0) or not (self.nelu_lam > 0) or not 0 <= self.warmup < 1:
+            raise ConfigError("need lr > 0, nelu_lam > 0 and warmup in [0, 1)")
+        return self
+
+
+def build_conv_model(config: dict) -> ConvAE:
+    """A fresh :class:`ConvAE` for a :class:`ConvConfig` (as a dict); seeded initialization."""
+    gen = torch.Generator().manual_seed(int(config.get("seed", 0)))
+    m = int(config["m"])
+    act = make_conv_activation(config["activation"], m, lam=float(config.get("nelu_lam", 0.1)),
+                               threshold=float(config.get("relu_threshold", 0.0)))
+    return ConvAE(m, int(config["kernel"]), act, remove_dc=bool(config.get("remove_dc", True)), generator=gen)
+
+
+def _learned(model: ConvAE) -> dict:
+    act = model.activation
+    if hasattr(act, "lam"):
+        return {"lam": float(act.lam.detach())}
+    return {"threshold_mean": float(act.threshold.detach().mean())}
+
+
+def train_conv(
+    config: ConvConfig,
+    out: str | Path,
+    resume: bool = False,
+    *,
+    stop_after: int | None = None,
+    log=None,
+) -> dict:
+    """Train :class:`ConvAE` as ``config`` says; write the checkpoint ``out`` atomically.
+
+    Same contract as :func:`nelu.train.train`: ``resume=True`` continues from ``out``
+    (the config must match up to the runtime fields) and gives a result bitwise
+    identical to an uninterrupted run; ``stop_after`` simulates an interruption.
+    Returns the checkpoint dict.
+    """
+    cfg = config.validate()
+    out = Path(out)
+    device = torch.device(cfg.device)
+    ckpt = None
+    if resume and out.exists():
+        ckpt = load_conv_checkpoint(out)
+        _check_resumable(ckpt, cfg, out)
+        if ckpt.get("complete"):
+            return ckpt
+    total = cfg.steps
+    with _torch_settings(cfg.threads):
+        model = build_conv_model(asdict(cfg)).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.warmup, cfg.min_lr_factor))
+        images = cached_dataset("Train400", cfg.train_images)
+        pool = nd.random_patches(images, cfg.pool_size, cfg.crop, torch.Generator().manual_seed(cfg.seed))
+        pool = pool.reshape(cfg.pool_size, 1, cfg.crop, cfg.crop).to(device)
+        gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
+        step, history, elapsed = 0, [], 0.0
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            gen.set_state(ckpt["generator"])
+            step, history, elapsed = int(ckpt["step"]), list(ckpt["history"]), float(ckpt["elapsed_s"])
+        end = total if stop_after is None else min(total, stop_after)
+        t0 = time.perf_counter()
+        loss_sum, loss_count = 0.0, 0
+        log_every = max(1, total // 4)
+
+        def state(complete: bool) -> dict:
+            return {
+                "format": CONV_CHECKPOINT_FORMAT, "version": CONV_CHECKPOINT_VERSION, "config": asdict(cfg),
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "generator": gen.get_state(), "step": step, "total_steps": total, "history": history,
+                "elapsed_s": elapsed + (time.perf_counter() - t0), "complete": complete,
+                "torch_version": torch.__version__,
+            }
+
+        model.train()
+        while step < end:
+            idx = torch.randint(cfg.pool_size, (cfg.batch_size,), generator=gen).to(device)
+            clean = pool[idx]
+            noise = torch.randn(clean.shape, generator=gen).to(device)
+            loss = torch.mean((model(clean + (cfg.sigma / 255.0) * noise) - clean) ** 2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            loss_sum += float(loss.detach())
+            loss_count += 1
+            if step % log_every == 0 or step == total:
+                mse = loss_sum / max(loss_count, 1)
+                entry = {"step": step, "train_mse": mse, "train_psnr": -10 * math.log10(max(mse, 1e-12)),
+                         "lr": sched.get_last_lr()[0], "time_s": elapsed + time.perf_counter() - t0,
+                         **_learned(model)}
+                history.append(entry)
+                loss_sum, loss_count = 0.0, 0
+                if log:
+                    log(f"  conv {cfg.activation}: step {step}/{total} train_psnr {entry['train_psnr']:.2f}")
+            if step % cfg.checkpoint_every == 0 and step < end:
+                save_atomic(state(False), out)
+        final = state(step >= total)
+        save_atomic(final, out)
+        return final
+
+
+def load_conv_checkpoint(path: str | Path) -> dict:
+    """Read and check a checkpoint written by :func:`train_conv`; raises :class:`nelu.models.CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CONV_CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a convolutional nelu checkpoint (format {CONV_CHECKPOINT_FORMAT!r})")
+    if ckpt.get("version") != CONV_CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} has version {ckpt.get('version')!r}; this code reads {CONV_CHECKPOINT_VERSION}")
+    if "config" not in ckpt or "model" not in ckpt:
+        raise CheckpointError(f"{path} lacks the config or the model")
+    return ckpt
+
+
+def load_conv_denoiser(path: str | Path, *, ckpt: dict | None = None) -> ConvAE:
+    """Rebuild the trained :class:`ConvAE` of a checkpoint, in eval mode."""
+    ckpt = load_conv_checkpoint(path) if ckpt is None else ckpt
+    try:
+        model = build_conv_model(ckpt["config"])
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not match the model it describes: {exc}") from exc
+    return model.eval()
+
+
+def strip_conv_optimizer(path: str | Path) -> None:
+    """Drop the optimizer state of a finished conv checkpoint (smaller; loadable, not resumable)."""
+    ckpt = load_conv_checkpoint(path)
+    if not ckpt.get("complete"):
+        raise CheckpointError(f"{path} is not a finished run; keep its optimizer state to resume it")
+    ckpt["optimizer"] = None
+    ckpt["scheduler"] = None
+    save_atomic(ckpt, path)
