@@ -101,6 +101,11 @@ def test_setup_cell_installs_the_package_only_on_colab(path: Path, monkeypatch):
     assert not installs, f"{path.name}: the setup cell installs something outside Colab: {installs}"
 
     on_colab = run_setup_cell(first, on_colab=True, monkeypatch=monkeypatch)
+    for name, line in on_colab:  # besides %pip: only a clone of the book's repository (for results/)
+        if name == "!":
+            assert re.fullmatch(rf"git clone( --?[\w-]+( \d+)?)* {re.escape(REPO_URL)}(\.git)? \S+", line), (
+                f"{path.name}: on Colab the setup cell may only clone {REPO_URL}, not run {line!r}"
+            )
     pips = [line for name, line in on_colab if name == "pip"]
     assert len(pips) == 1, f"{path.name}: expected exactly one %pip on Colab, got {on_colab}"
     args = shlex.split(pips[0])
@@ -130,7 +135,7 @@ MACHINE_PATH = re.compile(
     r"^(/(work|home|tmp|root|Users|content|mnt|data|shared)(/|$)|~[/\\]|[A-Za-z]:\\)"
     r"|(^|/)shared/"
     r"|^\.\.?/"
-    r"|^(data|results)/"
+    r"|^(data|results)/[\w./-]*$"  # relative to the working directory (book/ in Jupyter, / on Colab)
 )
 IMAGE_FILE = re.compile(r"^[^./\s][^\s]*\.(png|jpe?g|tiff?|bmp)$", re.I)  # must be registry keys
 # Calls that read files behind nelu's back: use nelu.data (images) or nelu.models (checkpoints).
@@ -190,6 +195,7 @@ def test_path_check_catches_what_it_should(tmp_path: Path):
         "from PIL import Image\nim = Image.open(p)",
         'w = torch.load(p)',
         'ok = load_image(fetch("BSD68/test001.png"))',
+        'print("results/bsd68.json:", provenance(meta))',  # a label, not a path
     )]
     path = tmp_path / "bad.ipynb"
     nbformat.write(nb, path)
@@ -197,7 +203,7 @@ def test_path_check_catches_what_it_should(tmp_path: Path):
     for expected in ("cell 0: hard-coded path", "cell 1: mentions NELU_DATA", "'results/bsd68.csv'",
                      "Image.open()", "torch.load()"):
         assert expected in problems, problems
-    assert "cell 5" not in problems, problems
+    assert "cell 5" not in problems and "cell 6" not in problems, problems
 
 
 def chapter_imports(path: Path) -> dict[str, list[str]]:
