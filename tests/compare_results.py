@@ -14,7 +14,10 @@ What is compared (every row must be present in both, with the same keys):
   of the noisy input (the latter checks the noise draw) to ``--tol-db`` (0.01 dB), and the
   SSIM to ``--tol-ssim`` (0.001);
 * ``bsd68_summary.csv``: the mean PSNR per model and noise level, to ``--tol-db``;
-* ``synthetic.csv``: every MSE column, in decibels (``10 log10 mse``), to ``--tol-db``.
+* ``synthetic.csv``: every MSE column, in decibels (``10 log10 mse``), to ``--tol-db``;
+* ``noise.csv`` and ``conv.csv`` (other noise models, convolutional models): per model, noise
+  model, level and image, the PSNR of the output and of the noisy input, to ``--tol-db``;
+  compared once they are committed (a committed file missing from the fresh run is an error).
 
 Exit status: 0 when everything agrees, 1 when anything drifts (a table of the largest
 differences is printed), 2 when a results file is missing or unreadable. The unit tests
@@ -42,6 +45,7 @@ class Table:
     file: str
     keys: tuple[str, ...]
     values: dict[str, str]  # column -> "db" (PSNR, compared in dB), "mse" (to dB first) or "ssim"
+    optional: bool = False  # compared only when the committed results have it
 
 
 TABLES = (
@@ -52,6 +56,8 @@ TABLES = (
         ("sigma",),
         {"noisy_mse": "mse", "relu_mse": "mse", "nelu_mse": "mse", "oracle_relu_mse": "mse"},
     ),
+    Table("noise.csv", ("model", "noise", "test_sigma", "image"), {"psnr": "db", "noisy_psnr": "db"}, True),
+    Table("conv.csv", ("model", "noise", "test_sigma", "image"), {"psnr": "db", "noisy_psnr": "db"}, True),
 )
 
 
@@ -115,10 +121,15 @@ def _difference(kind: str, ref: float, new: float) -> float:
     return abs(new - ref)
 
 
+def compared_tables(reference: Path) -> list[Table]:
+    """The tables to compare: every required one, and the optional ones that are committed."""
+    return [t for t in TABLES if not t.optional or (Path(reference) / t.file).is_file()]
+
+
 def compare(reference: Path, fresh: Path, tol_db: float = TOL_DB, tol_ssim: float = TOL_SSIM) -> list[Drift]:
     """Every number of ``fresh`` that differs from ``reference`` by more than its tolerance."""
     drifts: list[Drift] = []
-    for table in TABLES:
+    for table in compared_tables(reference):
         ref, new = read_table(reference, table), read_table(fresh, table)
         for key in sorted(ref.keys() | new.keys()):
             if key not in ref or key not in new:
@@ -152,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     except ResultsError as exc:
         print(f"compare_results: error: {exc}", file=sys.stderr)
         return 2
+    files = ", ".join(t.file for t in compared_tables(args.reference))
     if not drifts:
-        print(f"results agree: {args.fresh} matches {args.reference} "
+        print(f"results agree: {args.fresh} matches {args.reference} in {files} "
               f"(PSNR and MSE to {args.tol_db:g} dB, SSIM to {args.tol_ssim:g})")
         return 0
     print(f"RESULTS DRIFTED: {len(drifts)} numbers of {args.fresh} differ from {args.reference} "

@@ -19,7 +19,8 @@ RESULTS = ROOT / "results"
 def fresh(tmp_path: Path) -> Path:
     """A copy of the committed results CSVs, to perturb."""
     for table in TABLES:
-        shutil.copy(RESULTS / table.file, tmp_path / table.file)
+        if (RESULTS / table.file).is_file():
+            shutil.copy(RESULTS / table.file, tmp_path / table.file)
     return tmp_path
 
 
@@ -95,3 +96,20 @@ def test_committed_results_are_complete():
     }
     assert set(rows) == expected
     assert {int(r["n_images"]) for r in rows.values()} == {68}
+
+
+def test_optional_tables_are_compared_once_committed(tmp_path: Path):
+    """noise.csv / conv.csv: skipped while not committed; once committed, a fresh run must have them."""
+    ref, new = tmp_path / "ref", tmp_path / "new"
+    for folder in (ref, new):
+        folder.mkdir()
+        for table in TABLES:
+            if not table.optional:
+                shutil.copy(RESULTS / table.file, folder / table.file)
+    assert compare(ref, new) == []
+    header = "model,activation,noise,test_sigma,image,noisy_psnr,psnr\n"
+    (ref / "conv.csv").write_text(header + "conv_nelu,nelu,gaussian,25.0,test001.png,20.1,28.5\n")
+    assert main([str(new), "--reference", str(ref)]) == 2  # committed but not produced
+    (new / "conv.csv").write_text(header + "conv_nelu,nelu,gaussian,25,test001.png,20.1,28.52\n")
+    (drift,) = compare(ref, new)
+    assert (drift.file, drift.key, drift.column) == ("conv.csv", ("conv_nelu", "gaussian", "25", "test001.png"), "psnr")
