@@ -24,7 +24,7 @@ import torch
 from .models import SparseAE, make_activation
 from .train import _torch_settings, lr_factor
 
-__all__ = ["SyntheticConfig", "make_dictionary", "sample", "fit", "run_synthetic"]
+__all__ = ["SyntheticConfig", "make_dictionary", "dictionary", "sample", "fit", "run_synthetic"]
 
 
 @dataclass
@@ -47,6 +47,11 @@ def make_dictionary(n: int, seed: int) -> torch.Tensor:
     """The known orthogonal transform ``D0`` (n x n), fixed by ``seed``."""
     g = torch.Generator().manual_seed(seed)
     return torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))[0].float()
+
+
+def dictionary(cfg: SyntheticConfig) -> torch.Tensor:
+    """The basis ``D0`` that :func:`run_synthetic` uses for ``cfg``."""
+    return make_dictionary(cfg.n, cfg.seed + 7)
 
 
 def sample(D0: torch.Tensor, count: int, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -90,7 +95,7 @@ def run_synthetic(cfg: SyntheticConfig, log=print) -> dict:
     """Train ReLU and NeLU at ``train_sigma`` plus a ReLU oracle per test sigma; return the tables."""
     t0 = time.perf_counter()
     with _torch_settings(cfg.threads):
-        D0 = make_dictionary(cfg.n, cfg.seed + 7)
+        D0 = dictionary(cfg)
         rows, models = [], {}
         timings = {}
         for act in ("relu", "nelu"):
