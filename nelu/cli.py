@@ -563,11 +563,13 @@ def _reproduce_conv(profile: str, out: Path, seed: int, threads: int, fresh: boo
         timings["train_s"][name] = time.perf_counter() - t
         hist = ck["history"][-1] if ck["history"] else {}
         n_images = part["global_images"] if act == "nelu-global" else part["images"]
+        n_test = len(dataset_names("BSD68", n_images))
         models[name] = {"activation": act, "coeffs": coeffs[act], "train_sigma": CONV_TRAIN_SIGMA,
                         "checkpoint": str(path.relative_to(out)), "reused_checkpoint": reused,
                         "train_time_s": ck.get("elapsed_s"), "steps": ck["step"],
                         "learned_lam": hist.get("lam"), "learned_threshold_mean": hist.get("threshold_mean"),
-                        "history": ck["history"], "test_images": n_images}
+                        "history": ck["history"], "test_images": n_test,
+                        "varying_test_images": len(dataset_names("BSD68", part["global_images"]))}
         log(f"conv: {name}: {'reused' if reused else 'trained'} in {timings['train_s'][name]:.1f}s, "
             f"train PSNR {hist.get('train_psnr', float('nan')):.2f}")
         den = load_conv_denoiser(path)

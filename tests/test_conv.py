@@ -65,7 +65,7 @@ def test_complete_paired_init_is_the_identity():
     ae = ConvAE(2 * 48, 7, "relu", generator=torch.Generator().manual_seed(3))
     y = torch.rand(2, 1, 15, 11, dtype=torch.float64)
     ae = ae.double()
-    assert torch.allclose(ae(y), y, atol=1e-10)
+    assert torch.allclose(ae(y), y, atol=1e-6)  # weights initialized in float32
 
 
 def test_unfold_path_equals_conv_layers():
