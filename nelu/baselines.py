@@ -53,7 +53,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -135,10 +135,12 @@ PROFILES: dict[str, dict] = {
         "check_images": None,
         "check_sigmas": tuple(PUBLISHED_BM3D_BSD68),
         # Three images spread over BSD68 (first, middle, last in file order): test001,
-        # test035, test068. BM3D costs about 5-7 CPU-seconds per image here.
+        # test035, test068. BM3D costs about 7 CPU-seconds per 481x321 image here, so the
+        # 252 calls are about 15 min on 2 idle cores (47 min for the committed run, on 2 shared ones).
         "sweep_images": (0, 34, 67),
         "sweep_sigmas": TEST_SIGMAS,
-        # About 0.25 s per step on 2 idle threads: 1200 steps is the ~5 minute budget.
+        # 0.1-0.25 s per step on 2 idle threads: 1200 steps fit the ~5 minute budget (the
+        # committed run took 11 min on 2 cores shared with other jobs).
         # Heavily undertrained by DnCNN standards (hundreds of thousands of patches x 50 epochs).
         "dncnn": dict(depth=8, channels=32, patch=32, batch_size=32, steps=1200, lr=2e-3, pool_size=40_000),
         "dncnn_images": None,
@@ -488,6 +490,7 @@ def run(profile: str = "full", out: str | Path | None = None, *, workers: int | 
         raise BaselineError(f"cannot write to {out}: {exc.strerror or exc}") from None
     log = log or (lambda msg: None)
     t_all = time.perf_counter()
+    commit = git_commit()  # at the start: the code that runs, even if HEAD moves meanwhile
     crop = prof["crop"]
     names = dataset_names("BSD68")
     images = cached_dataset("BSD68")
@@ -567,7 +570,7 @@ def run(profile: str = "full", out: str | Path | None = None, *, workers: int | 
     bm3d = _bm3d_module()
     meta = {
         "command": "python -m nelu.baselines " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "git_commit": git_commit(), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git_commit": commit, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "profile": profile, "seed": seed, "eval_noise_seed": seed, "workers": workers, "threads": threads,
         "torch": torch.__version__, "bm3d": getattr(bm3d, "__version__", _pkg_version("bm3d")),
         "bm4d": _pkg_version("bm4d"), "python": platform.python_version(),
@@ -644,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="nelu.baselines", description="BM3D and a small DnCNN-style network on BSD68, "
                 "on the noisy images of the ReLU/NeLU evaluation.")
     p.add_argument("--profile", choices=tuple(PROFILES), default="full",
-                   help="full: the committed results (20-30 min on 2 cores); quick: crops, seconds")
+                   help="full: the committed results (about 25 min on 2 idle cores); quick: crops, seconds")
     p.add_argument("--out", default=None, help="results folder (default results/baselines, "
                    "quick: results/quick/baselines)")
     p.add_argument("--workers", type=int, default=None, help="BM3D processes (default: full 2, quick 1)")
