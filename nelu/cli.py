@@ -628,6 +628,17 @@ def _cmd_reproduce(args, argv) -> int:
         timings["noise"] = _reproduce_noise(args.profile, out, args.seed, args.threads, args.checkpoints, argv, log)
     if args.which in ("conv", "all"):
         timings["conv"] = _reproduce_conv(args.profile, out, args.seed, args.threads, args.fresh, argv, log)
+    if args.which == "baselines":  # not in "all": BM3D alone costs ~7 CPU-s per image
+        from . import baselines
+
+        try:
+            # Recorded as the equivalent 'python -m nelu.baselines' command.
+            equivalent = ["--profile", args.profile, "--out", str(out / "baselines"), "--seed", str(args.seed)]
+            res = baselines.run(args.profile, out / "baselines", seed=args.seed, fresh=args.fresh,
+                                checkpoints=args.checkpoints or out / "checkpoints", argv=equivalent, log=log)
+        except baselines.BaselineError as exc:
+            raise UsageError(str(exc)) from None
+        timings["baselines"] = res["meta"].get("timings", {})
     timings["total_s"] = time.perf_counter() - t
     _write_json(out / f"reproduce_{args.which}.json",
                 {"meta": _meta(argv, profile=args.profile, seed=args.seed, threads=args.threads), "timings": timings})
@@ -682,14 +693,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_evaluate)
 
     r = sub.add_parser("reproduce", help="train and evaluate everything the book reports")
-    r.add_argument("which", choices=("synthetic", "bsd68", "noise", "conv", "all"))
+    r.add_argument("which", choices=("synthetic", "bsd68", "noise", "conv", "all", "baselines"),
+                   help="'all' is every target but 'baselines' (BM3D and a CNN: ~45 min on 2 cores)")
     r.add_argument("--profile", choices=tuple(PROFILES), default="full")
     r.add_argument("--out", default=None, help="results folder (default results/, quick: results/quick/)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--fresh", action="store_true", help="retrain even where a finished checkpoint matches")
     r.add_argument("--checkpoints", default=None,
-                   help="noise: folder of the BSD68 checkpoints to evaluate (default: OUT/checkpoints)")
+                   help="noise, baselines: folder of the BSD68 checkpoints (default: OUT/checkpoints)")
     r.set_defaults(func=_cmd_reproduce)
     return p
 

@@ -153,3 +153,12 @@ def test_subprocess_error_is_one_line(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nelu: error:") and "nope.pt" in lines[0]
+
+
+def test_reproduce_baselines_quick_is_wired_to_nelu_baselines(tmp_path, capsys):
+    pytest.importorskip("bm3d")
+    assert main(["reproduce", "baselines", "--profile", "quick", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "baselines" / "baselines.json").read_text())
+    assert res["meta"]["profile"] == "quick"
+    assert res["meta"]["command"].startswith("python -m nelu.baselines --profile quick")
+    assert (tmp_path / "reproduce_baselines.json").is_file()
