@@ -64,7 +64,7 @@ from . import data as nd
 from .cli import TEST_SIGMAS, dataset_names, git_commit
 from .metrics import psnr, ssim
 from .models import CheckpointError, load_denoiser
-from .train import _torch_settings, cached_dataset, evaluate_images, lr_factor, noise_seed, save_atomic
+from .train import torch_settings, cached_dataset, evaluate_images, lr_factor, noise_seed, save_atomic
 
 __all__ = [
     "PUBLISHED_BM3D_BSD68",
@@ -321,7 +321,7 @@ def train_dncnn(cfg: DnCNNConfig, out: str | Path, *, reuse: bool = True, log=No
                 return ck
         except Exception:  # unreadable: retrain
             pass
-    with _torch_settings(cfg.threads):
+    with torch_settings(cfg.threads):
         torch.manual_seed(cfg.seed)  # initialization of the conv layers
         model = SmallDnCNN(cfg.depth, cfg.channels, cfg.batch_norm)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)

@@ -79,7 +79,7 @@ from .nn import NeLU
 from .train import (
     ConfigError,
     _check_resumable,
-    _torch_settings,
+    torch_settings,
     cached_dataset,
     lr_factor,
     save_atomic,
@@ -369,7 +369,7 @@ def train_conv(
         if ckpt.get("complete"):
             return ckpt
     total = cfg.steps
-    with _torch_settings(cfg.threads):
+    with torch_settings(cfg.threads):
         model = build_conv_model(asdict(cfg)).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.warmup, cfg.min_lr_factor))

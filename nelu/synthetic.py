@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .models import SparseAE, make_activation
-from .train import _torch_settings, lr_factor
+from .train import torch_settings, lr_factor
 
 __all__ = ["SyntheticConfig", "make_dictionary", "dictionary", "sample", "fit", "run_synthetic"]
 
@@ -94,7 +94,7 @@ def test_mse(model: SparseAE, D0: torch.Tensor, sigmas, cfg: SyntheticConfig) ->
 def run_synthetic(cfg: SyntheticConfig, log=print) -> dict:
     """Train ReLU and NeLU at ``train_sigma`` plus a ReLU oracle per test sigma; return the tables."""
     t0 = time.perf_counter()
-    with _torch_settings(cfg.threads):
+    with torch_settings(cfg.threads):
         D0 = dictionary(cfg)
         rows, models = [], {}
         timings = {}

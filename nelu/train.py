@@ -64,6 +64,7 @@ __all__ = [
     "noise_seed",
     "save_atomic",
     "cached_dataset",
+    "torch_settings",
 ]
 
 #: Seed of the validation noise: the same for every model, independent of ``seed``.
@@ -226,7 +227,7 @@ def save_atomic(obj, path: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def _torch_settings(threads: int):
+def torch_settings(threads: int):
     """Deterministic algorithms and a fixed thread count for the duration, restored after."""
     old_threads = torch.get_num_threads()
     old_det = torch.are_deterministic_algorithms_enabled()
@@ -320,7 +321,7 @@ def train(
         if ckpt.get("complete"):
             return ckpt
     total = cfg.total_steps
-    with _torch_settings(cfg.threads):
+    with torch_settings(cfg.threads):
         model = build_model(asdict(cfg)).to(device)
         decay, no_decay = [], []
         for name, p in model.named_parameters():
