@@ -63,7 +63,7 @@ from torch import nn
 from . import data as nd
 from .cli import TEST_SIGMAS, dataset_names, git_commit
 from .metrics import psnr, ssim
-from .models import CheckpointError, load_denoiser
+from .models import CheckpointError, load_denoiser, read_checkpoint
 from .train import torch_settings, cached_dataset, evaluate_images, lr_factor, noise_seed, save_atomic
 
 __all__ = [
@@ -89,6 +89,7 @@ FIXED_SIGMA = 25.0
 #: BM3D settings profile of the ``bm3d`` package (its default, "normal profile").
 BM3D_PROFILE = "np"
 DNCNN_FORMAT = "nelu-dncnn-checkpoint"
+DNCNN_VERSION = 1
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -315,11 +316,11 @@ def train_dncnn(cfg: DnCNNConfig, out: str | Path, *, reuse: bool = True, log=No
     out = Path(out)
     if reuse and out.is_file():
         try:
-            ck = torch.load(out, map_location="cpu", weights_only=False)
-            if ck.get("format") == DNCNN_FORMAT and ck.get("complete") and _config_matches(ck["config"], cfg):
+            ck = read_checkpoint(out, DNCNN_FORMAT, DNCNN_VERSION, "DnCNN")
+            if ck.get("complete") and _config_matches(ck["config"], cfg):
                 ck["reused"] = True
                 return ck
-        except Exception:  # unreadable: retrain
+        except CheckpointError:  # unreadable or from other code: retrain
             pass
     with torch_settings(cfg.threads):
         torch.manual_seed(cfg.seed)  # initialization of the conv layers
@@ -355,7 +356,7 @@ def train_dncnn(cfg: DnCNNConfig, out: str | Path, *, reuse: bool = True, log=No
                     log(f"dncnn: step {step}/{cfg.steps}, train PSNR {history[-1]['train_psnr']:.2f} dB, "
                         f"{history[-1]['time_s']:.0f}s")
         model.eval()
-        ck = {"format": DNCNN_FORMAT, "version": 1, "config": asdict(cfg), "model": model.state_dict(),
+        ck = {"format": DNCNN_FORMAT, "version": DNCNN_VERSION, "config": asdict(cfg), "model": model.state_dict(),
               "step": cfg.steps, "history": history, "elapsed_s": time.perf_counter() - t0, "complete": True,
               "torch_version": torch.__version__}
     save_atomic(ck, out)
@@ -365,15 +366,7 @@ def train_dncnn(cfg: DnCNNConfig, out: str | Path, *, reuse: bool = True, log=No
 
 def load_dncnn(path: str | Path) -> SmallDnCNN:
     """The :class:`SmallDnCNN` of a checkpoint written by :func:`train_dncnn`, in eval mode."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(ck, dict) or ck.get("format") != DNCNN_FORMAT:
-        raise CheckpointError(f"{path} is not a DnCNN checkpoint (no format tag {DNCNN_FORMAT!r})")
+    ck = read_checkpoint(path, DNCNN_FORMAT, DNCNN_VERSION, "DnCNN")
     cfg = ck["config"]
     model = SmallDnCNN(cfg["depth"], cfg["channels"], cfg["batch_norm"])
     model.load_state_dict(ck["model"])

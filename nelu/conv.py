@@ -74,7 +74,7 @@ from torch import Tensor, nn
 
 from . import data as nd
 from . import functional as F
-from .models import CheckpointError, _paired_init, make_activation
+from .models import CheckpointError, _paired_init, make_activation, read_checkpoint
 from .nn import NeLU
 from .train import (
     ConfigError,
@@ -429,20 +429,7 @@ def train_conv(
 
 def load_conv_checkpoint(path: str | Path) -> dict:
     """Read and check a checkpoint written by :func:`train_conv`; raises :class:`nelu.models.CheckpointError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CONV_CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a convolutional nelu checkpoint (format {CONV_CHECKPOINT_FORMAT!r})")
-    if ckpt.get("version") != CONV_CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has version {ckpt.get('version')!r}; this code reads {CONV_CHECKPOINT_VERSION}")
-    if "config" not in ckpt or "model" not in ckpt:
-        raise CheckpointError(f"{path} lacks the config or the model")
-    return ckpt
+    return read_checkpoint(path, CONV_CHECKPOINT_FORMAT, CONV_CHECKPOINT_VERSION, "convolutional nelu")
 
 
 def load_conv_denoiser(path: str | Path, *, ckpt: dict | None = None) -> ConvAE:

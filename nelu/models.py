@@ -49,6 +49,7 @@ __all__ = [
     "build_model",
     "load_denoiser",
     "load_checkpoint",
+    "read_checkpoint",
 ]
 
 ACTIVATIONS = ("relu", "nelu")
@@ -211,8 +212,12 @@ def build_model(config: dict) -> SparseAE:
     return SparseAE(int(config["patch"]) ** 2, m, act, remove_dc=bool(config.get("remove_dc", True)), generator=gen)
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Read and check a checkpoint written by :func:`nelu.train.train`; raises :class:`CheckpointError`."""
+def read_checkpoint(path: str | Path, fmt: str, version: int, what: str) -> dict:
+    """Load a checkpoint dict and check its format tag, version and ``config``/``model`` entries.
+
+    Every failure raises :class:`CheckpointError` naming the file; ``what`` names
+    the kind in the message (``"nelu"``, ``"convolutional nelu"``, ...).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -220,15 +225,19 @@ def load_checkpoint(path: str | Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # truncated, not a torch file, ...
         raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a nelu checkpoint (no format tag {CHECKPOINT_FORMAT!r})")
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint version {ckpt.get('version')!r}; this code reads version {CHECKPOINT_VERSION}"
-        )
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        raise CheckpointError(f"{path} is not a {what} checkpoint (no format tag {fmt!r})")
+    if ckpt.get("version") != version:
+        raise CheckpointError(f"{path} has checkpoint version {ckpt.get('version')!r}; this code reads version {version}")
     for key in ("config", "model"):
         if key not in ckpt:
             raise CheckpointError(f"{path} lacks the {key!r} entry")
+    return ckpt
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read and check a checkpoint written by :func:`nelu.train.train`; raises :class:`CheckpointError`."""
+    ckpt = read_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "nelu")
     if ckpt["config"].get("activation") not in ACTIVATIONS:
         raise CheckpointError(f"{path}: unknown activation {ckpt['config'].get('activation')!r}")
     return ckpt
