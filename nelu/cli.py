@@ -333,6 +333,23 @@ def _denoise_time(den, image: torch.Tensor, repeats: int = 5) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def _train_or_reuse(cfg, path: Path, fresh: bool, load, train_fn, strip) -> tuple[dict, bool]:
+    """The finished checkpoint at ``path`` if its config matches ``cfg`` (unless ``fresh``), else train.
+
+    Returns ``(checkpoint, reused)``; a newly trained checkpoint is stripped of its optimizer state.
+    """
+    if not fresh and path.exists():
+        try:
+            ck = load(path)
+            if ck.get("complete") and config_matches(ck["config"], cfg):
+                return ck, True
+        except CheckpointError:
+            pass
+    ck = train_fn(cfg, path, resume=False)
+    strip(path)
+    return ck, False
+
+
 def _reproduce_bsd68(profile: str, out: Path, seed: int, threads: int, fresh: bool, argv, log) -> dict:
     prof = PROFILES[profile]
     ckdir = out / "checkpoints"
@@ -347,16 +364,7 @@ def _reproduce_bsd68(profile: str, out: Path, seed: int, threads: int, fresh: bo
                           seed=seed, threads=threads, progress=False, **prof["train"])
         path = ckdir / f"{spec['name']}.pt"
         t = time.perf_counter()
-        reused = False
-        if not fresh and path.exists():
-            try:
-                ck = load_checkpoint(path)
-                reused = bool(ck.get("complete")) and config_matches(ck["config"], cfg)
-            except CheckpointError:
-                reused = False
-        if not reused:
-            ck = train(cfg, path, resume=False)
-            strip_optimizer(path)
+        ck, reused = _train_or_reuse(cfg, path, fresh, load_checkpoint, train, strip_optimizer)
         timings["train_s"][spec["name"]] = time.perf_counter() - t
         hist = ck["history"][-1] if ck["history"] else {}
         models[spec["name"]] = {
@@ -550,16 +558,7 @@ def _reproduce_conv(profile: str, out: Path, seed: int, threads: int, fresh: boo
                          **part["train"])
         path = ckdir / f"{name}.pt"
         t = time.perf_counter()
-        reused = False
-        if not fresh and path.exists():
-            try:
-                ck = load_conv_checkpoint(path)
-                reused = bool(ck.get("complete")) and config_matches(ck["config"], cfg)
-            except CheckpointError:
-                reused = False
-        if not reused:
-            ck = train_conv(cfg, path, resume=False)
-            strip_conv_optimizer(path)
+        ck, reused = _train_or_reuse(cfg, path, fresh, load_conv_checkpoint, train_conv, strip_conv_optimizer)
         timings["train_s"][name] = time.perf_counter() - t
         hist = ck["history"][-1] if ck["history"] else {}
         n_images = part["global_images"] if act == "nelu-global" else part["images"]
