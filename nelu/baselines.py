@@ -659,21 +659,15 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", flush=True)
 
-    try:
+    def action() -> int:
         args = build_parser().parse_args(argv)
         run(args.profile, args.out, workers=args.workers, threads=args.threads, seed=args.seed,
             checkpoints=args.checkpoints, fresh=args.fresh, argv=argv, log=log)
         return 0
-    except (BaselineError, CheckpointError, nd.DataError) as exc:
-        print(f"nelu.baselines: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-        print(f"nelu.baselines: error: cannot write or read{where}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("nelu.baselines: interrupted", file=sys.stderr)
-        return 130
+
+    from .cli import run_reporting_errors
+
+    return run_reporting_errors("nelu.baselines", action, (BaselineError, CheckpointError, nd.DataError))
 
 
 if __name__ == "__main__":  # pragma: no cover

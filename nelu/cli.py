@@ -705,26 +705,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def run_reporting_errors(prog: str, action, user_errors: tuple[type[BaseException], ...]) -> int:
+    """Run ``action()`` and turn a user mistake into one line on stderr and exit status 2.
+
+    ``user_errors`` (and ``OSError``, e.g. an unwritable output folder) are user
+    mistakes; Ctrl-C gives status 130. Anything else is a bug and keeps its traceback.
+    """
+    try:
+        return int(action())
+    except user_errors as exc:
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. the output folder became unwritable mid-run
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"{prog}: error: cannot write or read{where}: {exc.strerror or _one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for a user mistake)."""
     parser = build_parser()
-    try:
+
+    def action() -> int:
         args = parser.parse_args(argv)
         if getattr(args, "threads", 1) < 1:
             raise UsageError(f"--threads must be >= 1, got {args.threads}")
         if getattr(args, "limit", None) is not None and args.limit < 1:
             raise UsageError(f"--limit must be >= 1, got {args.limit}")
-        return int(args.func(args, argv))
-    except (UsageError, ConfigError, CheckpointError, nd.DataError) as exc:
-        print(f"nelu: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # e.g. the output folder became unwritable mid-run
-        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-        print(f"nelu: error: cannot write or read{where}: {exc.strerror or _one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("nelu: interrupted", file=sys.stderr)
-        return 130
+        return args.func(args, argv)
+
+    return run_reporting_errors("nelu", action, (UsageError, ConfigError, CheckpointError, nd.DataError))
 
 
 if __name__ == "__main__":  # pragma: no cover
