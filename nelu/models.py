@@ -29,7 +29,6 @@ averaged back. :func:`load_denoiser` rebuilds one from a training checkpoint.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch

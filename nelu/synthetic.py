@@ -15,9 +15,8 @@ signals (seeded), next to the noisy input's ``sigma^2``.
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 

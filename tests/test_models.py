@@ -127,7 +127,7 @@ def test_load_errors(tmp_path):
     _fake_checkpoint(tmp_path / "v.pt", version=99)
     with pytest.raises(CheckpointError, match="version"):
         load_denoiser(tmp_path / "v.pt")
-    model = _fake_checkpoint(tmp_path / "m.pt")
+    _fake_checkpoint(tmp_path / "m.pt")
     ck = torch.load(tmp_path / "m.pt", weights_only=False)
     ck["config"]["m"] = 32  # weights no longer fit
     torch.save(ck, tmp_path / "m.pt")

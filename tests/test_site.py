@@ -50,7 +50,6 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-import nbformat
 import pytest
 import yaml
 from PIL import Image, ImageStat
