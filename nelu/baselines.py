@@ -42,8 +42,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import csv
-import json
 import math
 import multiprocessing
 import os
@@ -62,9 +60,20 @@ from torch import nn
 
 from . import data as nd
 from .cli import TEST_SIGMAS, dataset_names, git_commit
+from .files import FileSafetyError, lock, write_csv, write_json
 from .metrics import psnr, ssim
 from .models import CheckpointError, load_denoiser, read_checkpoint
-from .train import torch_settings, cached_dataset, evaluate_images, lr_factor, noise_seed, save_atomic
+from .train import (
+    cached_dataset,
+    check_finite_loss,
+    check_finite_weights,
+    check_replaceable,
+    evaluate_images,
+    lr_factor,
+    noise_seed,
+    save_atomic,
+    torch_settings,
+)
 
 __all__ = [
     "PUBLISHED_BM3D_BSD68",
@@ -118,13 +127,21 @@ class DnCNNConfig:
     threads: int = 2
 
     def validate(self) -> "DnCNNConfig":
-        for name in ("depth", "channels", "patch", "batch_size", "steps", "pool_size", "threads"):
-            if getattr(self, name) < 1:
-                raise BaselineError(f"DnCNN {name} must be >= 1, got {getattr(self, name)}")
-        if self.depth < 2:
-            raise BaselineError(f"DnCNN depth must be >= 2, got {self.depth}")
-        if not (math.isfinite(self.sigma) and self.sigma >= 0) or not self.lr > 0:
-            raise BaselineError(f"need sigma >= 0 and lr > 0, got {self.sigma}, {self.lr}")
+        limits = {"depth": (2, 64), "channels": (1, 512), "patch": (1, 512), "batch_size": (1, 4096),
+                  "steps": (1, 10**8), "pool_size": (1, 10**7), "threads": (1, 1024), "seed": (0, 2**32 - 1)}
+        for name, (lo, hi) in limits.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise BaselineError(f"DnCNN {name} must be an integer in [{lo}, {hi}], got {value!r}")
+        for name, value, lo, hi in (("sigma", self.sigma, 0, nd.MAX_SIGMA), ("lr", self.lr, 0, 10),
+                                    ("warmup", self.warmup, 0, 1), ("min_lr_factor", self.min_lr_factor, 0, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi \
+                    or not math.isfinite(value):
+                raise BaselineError(f"DnCNN {name} must be a finite number in [{lo}, {hi:g}], got {value!r}")
+        if not self.lr > 0 or self.warmup >= 1:
+            raise BaselineError(f"need lr > 0 and warmup < 1, got {self.lr}, {self.warmup}")
+        if self.pool_size * self.patch**2 * 4 > 8 * 2**30:
+            raise BaselineError("the DnCNN patch pool would exceed 8 GiB: lower pool_size or patch")
         return self
 
 
@@ -314,6 +331,12 @@ def train_dncnn(cfg: DnCNNConfig, out: str | Path, *, reuse: bool = True, log=No
     """
     cfg.validate()
     out = Path(out)
+    with lock(out, "DnCNN training run"):
+        return _train_dncnn_locked(cfg, out, reuse, log)
+
+
+def _train_dncnn_locked(cfg: DnCNNConfig, out: Path, reuse: bool, log) -> dict:
+    check_replaceable(out, lambda p: read_checkpoint(p, DNCNN_FORMAT, DNCNN_VERSION, "DnCNN"))
     if reuse and out.is_file():
         try:
             ck = read_checkpoint(out, DNCNN_FORMAT, DNCNN_VERSION, "DnCNN")
@@ -342,6 +365,7 @@ def train_dncnn(cfg: DnCNNConfig, out: str | Path, *, reuse: bool = True, log=No
                 clean = clean.flip(3) if flip else clean
             noisy = clean + cfg.sigma / 255.0 * torch.randn(clean.shape, generator=gen)
             loss = torch.mean((model(noisy) - clean) ** 2)
+            check_finite_loss(loss, step - 1, out)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -356,9 +380,10 @@ def train_dncnn(cfg: DnCNNConfig, out: str | Path, *, reuse: bool = True, log=No
                     log(f"dncnn: step {step}/{cfg.steps}, train PSNR {history[-1]['train_psnr']:.2f} dB, "
                         f"{history[-1]['time_s']:.0f}s")
         model.eval()
+        check_finite_weights(model, cfg.steps, out)
         ck = {"format": DNCNN_FORMAT, "version": DNCNN_VERSION, "config": asdict(cfg), "model": model.state_dict(),
               "step": cfg.steps, "history": history, "elapsed_s": time.perf_counter() - t0, "complete": True,
-              "torch_version": torch.__version__}
+              "torch_version": str(torch.__version__)}
     save_atomic(ck, out)
     ck["reused"] = False
     return ck
@@ -367,9 +392,13 @@ def train_dncnn(cfg: DnCNNConfig, out: str | Path, *, reuse: bool = True, log=No
 def load_dncnn(path: str | Path) -> SmallDnCNN:
     """The :class:`SmallDnCNN` of a checkpoint written by :func:`train_dncnn`, in eval mode."""
     ck = read_checkpoint(path, DNCNN_FORMAT, DNCNN_VERSION, "DnCNN")
-    cfg = ck["config"]
-    model = SmallDnCNN(cfg["depth"], cfg["channels"], cfg["batch_norm"])
-    model.load_state_dict(ck["model"])
+    try:  # before anything is allocated
+        cfg = DnCNNConfig(**ck["config"]).validate()
+        model = SmallDnCNN(cfg.depth, cfg.channels, bool(cfg.batch_norm))
+        model.load_state_dict(ck["model"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} does not match the DnCNN it describes: {msg}") from None
     return model.eval()
 
 
@@ -429,21 +458,6 @@ def _indices(spec, n_all: int) -> list[int]:
     if isinstance(spec, int):
         return list(range(min(spec, n_all)))
     return [int(i) for i in spec]
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float) + "\n")
-    os.replace(tmp, path)
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _summarize(rows: list[dict], method: str, keys: tuple[str, ...]) -> list[dict]:
@@ -581,11 +595,11 @@ def run(profile: str = "full", out: str | Path | None = None, *, workers: int | 
                   "summary": dn_summary},
         "timing": timing,
     }
-    _write_json(out / "baselines.json", result)
-    _write_csv(out / "bm3d.csv", [{k: r[k] for k in ("image", "index", "test_sigma", "assumed_sigma", "setting",
+    write_json(out / "baselines.json", result)
+    write_csv(out / "bm3d.csv", [{k: r[k] for k in ("image", "index", "test_sigma", "assumed_sigma", "setting",
                                                       "noisy_psnr", "psnr", "ssim", "wall_s", "cpu_s")}
                                   for r in bm3d_rows])
-    _write_csv(out / "dncnn.csv", dn_rows)
+    write_csv(out / "dncnn.csv", dn_rows)
     summary_rows = ([{"method": f"bm3d_{r['setting']}", "test_sigma": r["test_sigma"],
                       "assumed_sigma": r["assumed_sigma"], "n_images": r["n_images"], "psnr_mean": r["psnr_mean"],
                       "ssim_mean": r["ssim_mean"], "subset": "sweep"} for r in sweep] +
@@ -595,7 +609,7 @@ def run(profile: str = "full", out: str | Path | None = None, *, workers: int | 
                     [{"method": "dncnn", "test_sigma": r["test_sigma"], "assumed_sigma": "",
                       "n_images": r["n_images"], "psnr_mean": r["psnr_mean"], "ssim_mean": r["ssim_mean"],
                       "subset": "all"} for r in dn_summary])
-    _write_csv(out / "summary.csv", summary_rows)
+    write_csv(out / "summary.csv", summary_rows)
     log(f"wrote {out / 'baselines.json'}, bm3d.csv, dncnn.csv, summary.csv, {ck_path.name} "
         f"({timings['total_s']:.0f}s)")
     return result
@@ -667,7 +681,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .cli import run_reporting_errors
 
-    return run_reporting_errors("nelu.baselines", action, (BaselineError, CheckpointError, nd.DataError))
+    return run_reporting_errors("nelu.baselines", action,
+                                (BaselineError, CheckpointError, nd.DataError, FileSafetyError))
 
 
 if __name__ == "__main__":  # pragma: no cover

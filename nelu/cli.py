@@ -11,16 +11,17 @@
   :func:`nelu.data.add_noise`; trains nothing), ``conv`` (the convolutional
   auto-encoders of :mod:`nelu.conv`) and ``all``.
 
-A user mistake (unknown data set or activation, negative sigma, missing or
-incompatible checkpoint, unwritable output, data error) prints one line
-``nelu: error: ...`` to stderr and exits with status 2.
+A user mistake (unknown data set or activation, a number out of range or not
+finite, a missing, incompatible or unsafe checkpoint, an output that would
+overwrite an input, an unwritable output, a data error, a diverged training run)
+prints one line ``nelu: error: ...`` to stderr and exits with status 2. Anything
+else is a bug: its traceback is printed, followed by a line saying so, and the
+status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
 import os
 import platform
@@ -29,16 +30,21 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
 
 from . import data as nd
+from .files import FileSafetyError, check_distinct, write_csv, write_json
 from .models import CheckpointError, load_checkpoint, load_denoiser
 from .train import (
+    MAX_THREADS,
     ConfigError,
     TrainConfig,
     cached_dataset,
+    check_device,
+    check_replaceable,
     config_matches,
     evaluate_images,
     strip_optimizer,
@@ -134,23 +140,33 @@ def _check_writable_dir(path: Path) -> None:
     _check_writable_file(path / ".probe")
 
 
-def _device(name: str) -> str:
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise UsageError(f"invalid device {name!r}: {_one_line(exc)}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} requested but CUDA is not available")
-    return name
-
-
 def _sigma(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid sigma {text!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"sigma must be >= 0 (0-255 scale), got {text}")
+    if not math.isfinite(v) or not 0 <= v <= nd.MAX_SIGMA:
+        raise argparse.ArgumentTypeError(f"sigma must be in [0, {nd.MAX_SIGMA:g}] (0-255 scale), got {text}")
+    return v
+
+
+def _finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return v
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}") from None
+    if not 0 <= v <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"seed must be in [0, 2**32 - 1], got {text}")
     return v
 
 
@@ -174,23 +190,6 @@ def _meta(argv: list[str] | None, **extra) -> dict:
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **extra,
     }
-
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float) + "\n")
-    os.replace(tmp, path)
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _mean(v: list[float]) -> float:
@@ -226,7 +225,7 @@ def _cmd_train(args, argv) -> int:
         lr=args.lr,
         weight_decay=args.weight_decay,
         seed=args.seed,
-        device=_device(args.device),
+        device=args.device,
         threads=args.threads,
         pool_size=args.pool_size,
         train_images=args.train_images,
@@ -237,6 +236,9 @@ def _cmd_train(args, argv) -> int:
     ).validate()
     out = Path(args.out)
     _check_writable_file(out)
+    check_replaceable(out, load_checkpoint)
+    if out.is_file() and not (args.resume or args.overwrite):
+        raise FileSafetyError(f"{out} exists; pass --resume to continue that run or --overwrite to replace it")
     t = time.perf_counter()
     ckpt = train(cfg, out, resume=args.resume, log=print)
     h = ckpt["history"][-1] if ckpt["history"] else {}
@@ -264,10 +266,21 @@ def _eval_table(res: dict, sigmas) -> str:
 def _cmd_evaluate(args, argv) -> int:
     json_path = Path(args.json) if args.json else None
     if json_path is not None:
+        if json_path.suffix.lower() != ".json":
+            raise UsageError(f"--json {json_path} must end in .json (the per-image CSV is written beside it, "
+                             "with the suffix .csv)")
+        check_distinct([("--json", json_path), ("the CSV beside --json", json_path.with_suffix(".csv"))],
+                       [("--checkpoint", args.checkpoint)])
         _check_writable_file(json_path)
         _check_writable_file(json_path.with_suffix(".csv"))
     ckpt = load_checkpoint(args.checkpoint)
+    patch = int(ckpt["config"]["patch"])
+    if args.stride is not None and not 1 <= args.stride <= patch:
+        raise UsageError(f"--stride must be in [1, {patch}] (the checkpoint's patch size), got {args.stride}")
     den = load_denoiser(args.checkpoint, stride=args.stride, ckpt=ckpt)
+    if not ckpt.get("complete"):
+        print(f"note: {args.checkpoint} is an unfinished run (step {ckpt.get('step')} of "
+              f"{ckpt.get('total_steps')}); resume it with 'python -m nelu train ... --resume'", file=sys.stderr)
     images = cached_dataset(args.dataset, args.limit)
     names = dataset_names(args.dataset, args.limit)
     torch.set_num_threads(args.threads)
@@ -289,14 +302,14 @@ def _cmd_evaluate(args, argv) -> int:
              **({"ssim": res["ssim"][s][i]} if "ssim" in res else {})}
             for s in args.sigmas for i in range(len(images))
         ]
-        _write_json(json_path, {
+        write_json(json_path, {
             "meta": _meta(argv, checkpoint=str(args.checkpoint), dataset=args.dataset, noise=args.noise,
                           noise_seed=args.seed, stride=den.stride, eval_time_s=elapsed,
                           train_config=ckpt["config"]),
             "summary": summary,
             "per_image": per_image,
         })
-        _write_csv(json_path.with_suffix(".csv"), per_image)
+        write_csv(json_path.with_suffix(".csv"), per_image)
         print(f"wrote {json_path} and {json_path.with_suffix('.csv')}")
     return 0
 
@@ -420,9 +433,9 @@ def _reproduce_bsd68(profile: str, out: Path, seed: int, threads: int, fresh: bo
     meta = _meta(argv, profile=profile, seed=seed, threads=threads, eval_noise_seed=seed,
                  test_sigmas=list(TEST_SIGMAS), train_settings=prof["train"], timings=timings,
                  images=names)
-    _write_json(out / "bsd68.json", {"meta": meta, "models": models, "summary": summary})
-    _write_csv(out / "bsd68.csv", rows)
-    _write_csv(out / "bsd68_summary.csv",
+    write_json(out / "bsd68.json", {"meta": meta, "models": models, "summary": summary})
+    write_csv(out / "bsd68.csv", rows)
+    write_csv(out / "bsd68_summary.csv",
                [{k: v for k, v in r.items() if k not in ("psnr", "ssim", "train_range")} |
                 {"train_range": "" if r["train_range"] is None else "-".join(map(_fmt, r["train_range"]))}
                 for r in summary])
@@ -440,8 +453,8 @@ def _reproduce_synthetic(profile: str, out: Path, seed: int, threads: int, argv,
     cfg = SyntheticConfig(seed=seed, threads=threads, **PROFILES[profile]["synthetic"])
     res = run_synthetic(cfg, log=log)
     meta = _meta(argv, profile=profile, seed=seed, threads=threads, timings=res["timings"])
-    _write_json(out / "synthetic.json", {"meta": meta, **res})
-    _write_csv(out / "synthetic.csv", res["rows"])
+    write_json(out / "synthetic.json", {"meta": meta, **res})
+    write_csv(out / "synthetic.csv", res["rows"])
     log(f"synthetic: wrote {out / 'synthetic.json'} and synthetic.csv ({res['timings']['total_s']:.1f}s)")
     return res["timings"]
 
@@ -535,8 +548,8 @@ def _reproduce_noise(profile: str, out: Path, seed: int, threads: int, checkpoin
                  bands=f"psnr_band1..{NOISE_BANDS}: PSNR on {NOISE_BANDS} equal vertical strips, left to right "
                        "(the 'varying' noise std grows linearly from 0.5 sigma at the left edge to 1.5 sigma at "
                        "the right)", timings=timings, images=names)
-    _write_json(out / "noise.json", {"meta": meta, "models": models, "summary": summary})
-    _write_csv(out / "noise.csv", rows)
+    write_json(out / "noise.json", {"meta": meta, "models": models, "summary": summary})
+    write_csv(out / "noise.csv", rows)
     log(f"noise: wrote {out / 'noise.json'} and noise.csv ({timings['total_s']:.0f}s)")
     return timings
 
@@ -602,8 +615,8 @@ def _reproduce_conv(profile: str, out: Path, seed: int, threads: int, fresh: boo
                  test_sigmas=list(CONV_SIGMAS), varying_sigmas=list(CONV_VARYING_SIGMAS),
                  train_settings=part["train"], test_images=part["images"], global_images=part["global_images"],
                  timings=timings, images=dataset_names("BSD68", part["images"]))
-    _write_json(out / "conv.json", {"meta": meta, "models": models, "summary": summary})
-    _write_csv(out / "conv.csv", rows)
+    write_json(out / "conv.json", {"meta": meta, "models": models, "summary": summary})
+    write_csv(out / "conv.csv", rows)
     log(f"conv: wrote {out / 'conv.json'} and conv.csv ({timings['total_s']:.0f}s)")
     return timings
 
@@ -639,7 +652,7 @@ def _cmd_reproduce(args, argv) -> int:
             raise UsageError(str(exc)) from None
         timings["baselines"] = res["meta"].get("timings", {})
     timings["total_s"] = time.perf_counter() - t
-    _write_json(out / f"reproduce_{args.which}.json",
+    write_json(out / f"reproduce_{args.which}.json",
                 {"meta": _meta(argv, profile=args.profile, seed=args.seed, threads=args.threads), "timings": timings})
     log(f"reproduce {args.which} ({args.profile}) done in {timings['total_s']:.1f}s; results in {out}")
     return 0
@@ -658,23 +671,26 @@ def build_parser() -> argparse.ArgumentParser:
     noise.add_argument("--sigma", type=_sigma, help="training noise level (0-255 scale)")
     noise.add_argument("--sigma-range", type=_sigma, nargs=2, metavar=("LO", "HI"),
                        help="blind training: a level per sample, uniform in [LO, HI]")
-    t.add_argument("--epochs", type=float, default=1.0, help="passes over the patch pool (default 1)")
+    t.add_argument("--epochs", type=_finite_float, default=1.0, help="passes over the patch pool (default 1)")
     t.add_argument("--steps", type=int, default=None, help="number of steps (overrides --epochs)")
     t.add_argument("--patch", type=int, default=8)
     t.add_argument("--m", type=int, default=256, help="code size")
     t.add_argument("--batch-size", type=int, default=256)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--lr", type=_finite_float, default=2e-3)
+    t.add_argument("--weight-decay", type=_finite_float, default=0.0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--out", required=True, help="checkpoint path (.pt)")
-    t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    once = t.add_mutually_exclusive_group()
+    once.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    once.add_argument("--overwrite", action="store_true", help="replace the checkpoint --out if it exists")
     t.add_argument("--device", default="cpu")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     t.add_argument("--pool-size", type=int, default=200_000, help="clean patches kept in memory")
     t.add_argument("--train-images", type=int, default=None, help="use the first N Train400 images")
     t.add_argument("--val-images", type=int, default=None, help="first N Set12 images for validation (0: none)")
     t.add_argument("--val-every", type=int, default=0, help="steps between validations (0: at the end)")
-    t.add_argument("--nelu-lam", type=float, default=None, help="initial NeLU lam (default universal_lam(m))")
+    t.add_argument("--nelu-lam", type=_finite_float, default=None,
+                   help="initial NeLU lam (default universal_lam(m))")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
 
@@ -686,7 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default=None, help="write results here (and a CSV beside it)")
     e.add_argument("--limit", type=int, default=None, help="first N images only")
     e.add_argument("--stride", type=int, default=None, help="patch stride (default: the checkpoint's)")
-    e.add_argument("--seed", type=int, default=0, help="noise seed")
+    e.add_argument("--seed", type=_seed, default=0, help="noise seed")
     e.add_argument("--threads", type=int, default=1)
     e.add_argument("--no-ssim", action="store_true")
     e.set_defaults(func=_cmd_evaluate)
@@ -696,7 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'all' is every target but 'baselines' (BM3D and a CNN: ~45 min on 2 cores)")
     r.add_argument("--profile", choices=tuple(PROFILES), default="full")
     r.add_argument("--out", default=None, help="results folder (default results/, quick: results/quick/)")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=_seed, default=0)
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--fresh", action="store_true", help="retrain even where a finished checkpoint matches")
     r.add_argument("--checkpoints", default=None,
@@ -708,21 +724,31 @@ def build_parser() -> argparse.ArgumentParser:
 def run_reporting_errors(prog: str, action, user_errors: tuple[type[BaseException], ...]) -> int:
     """Run ``action()`` and turn a user mistake into one line on stderr and exit status 2.
 
-    ``user_errors`` (and ``OSError``, e.g. an unwritable output folder) are user
-    mistakes; Ctrl-C gives status 130. Anything else is a bug and keeps its traceback.
+    ``user_errors`` (and ``OSError``, e.g. an unwritable output folder or a full disk,
+    and ``MemoryError``) are user mistakes: one line, status 2. Ctrl-C gives status 130.
+    Anything else is a bug: its traceback, then one line saying so, status 1.
     """
     try:
         return int(action())
     except user_errors as exc:
         print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except OSError as exc:  # e.g. the output folder became unwritable mid-run
+    except OSError as exc:  # e.g. the output folder became unwritable mid-run, or the disk is full
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
         print(f"{prog}: error: cannot write or read{where}: {exc.strerror or _one_line(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{prog}: error: out of memory; use a smaller model, batch, patch pool or fewer images",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        traceback.print_exc()
+        print(f"{prog}: internal error: this is a bug in nelu, not a mistake of yours; please report it with "
+              "the traceback above", file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -731,13 +757,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def action() -> int:
         args = parser.parse_args(argv)
-        if getattr(args, "threads", 1) < 1:
-            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        if not 1 <= getattr(args, "threads", 1) <= MAX_THREADS:
+            raise UsageError(f"--threads must be in [1, {MAX_THREADS}], got {args.threads}")
         if getattr(args, "limit", None) is not None and args.limit < 1:
             raise UsageError(f"--limit must be >= 1, got {args.limit}")
+        if getattr(args, "device", None) is not None:
+            check_device(args.device)
         return args.func(args, argv)
 
-    return run_reporting_errors("nelu", action, (UsageError, ConfigError, CheckpointError, nd.DataError))
+    return run_reporting_errors("nelu", action,
+                                (UsageError, ConfigError, CheckpointError, nd.DataError, FileSafetyError))
 
 
 if __name__ == "__main__":  # pragma: no cover

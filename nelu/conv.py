@@ -74,11 +74,17 @@ from torch import Tensor, nn
 
 from . import data as nd
 from . import functional as F
+from .files import lock
 from .models import CheckpointError, _paired_init, make_activation, read_checkpoint
 from .nn import NeLU
 from .train import (
     ConfigError,
     _check_resumable,
+    _finite,
+    check_device,
+    check_finite_loss,
+    check_finite_weights,
+    check_replaceable,
     torch_settings,
     cached_dataset,
     lr_factor,
@@ -314,17 +320,32 @@ class ConvConfig:
         """Raise :class:`nelu.train.ConfigError` naming the first invalid field; return self."""
         if self.activation not in CONV_ACTIVATIONS:
             raise ConfigError(f"unknown activation {self.activation!r}; valid: {', '.join(CONV_ACTIVATIONS)}")
-        if not (math.isfinite(self.sigma) and self.sigma >= 0):
-            raise ConfigError(f"sigma must be >= 0 (0-255 scale), got {self.sigma}")
-        if self.kernel < 1 or self.kernel % 2 == 0:
-            raise ConfigError(f"kernel must be odd and >= 1, got {self.kernel}")
-        for name in ("m", "steps", "batch_size", "pool_size", "threads", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.m < 2 or self.crop < self.kernel:
-            raise ConfigError(f"need m >= 2 and crop >= kernel, got m={self.m}, crop={self.crop}")
-        if not (self.lr > 0) or not (self.nelu_lam > 0) or not 0 <= self.warmup < 1:
-            raise ConfigError("need lr > 0, nelu_lam > 0 and warmup in [0, 1)")
+        _finite("sigma (0-255 scale)", self.sigma, 0, nd.MAX_SIGMA)
+        limits = {"m": (2, 4096), "kernel": (1, 63), "crop": (self.kernel, 1024), "steps": (1, 10**8),
+                  "batch_size": (1, 2**16), "pool_size": (1, 10**7), "threads": (1, 1024),
+                  "checkpoint_every": (1, 10**8), "seed": (0, 2**32 - 1)}
+        for name, (lo, hi) in limits.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ConfigError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+        if self.kernel % 2 == 0:
+            raise ConfigError(f"kernel must be odd, got {self.kernel}")
+        if self.train_images is not None and (isinstance(self.train_images, bool) or
+                                              not isinstance(self.train_images, int) or self.train_images < 1):
+            raise ConfigError(f"train_images must be an integer >= 1 or None, got {self.train_images!r}")
+        _finite("lr", self.lr, 0, 10.0, lo_open=True)
+        _finite("nelu_lam", self.nelu_lam, 0, lo_open=True)
+        _finite("relu_threshold", self.relu_threshold)
+        _finite("warmup (a fraction)", self.warmup, 0, 1)
+        if self.warmup >= 1:
+            raise ConfigError(f"warmup is a fraction in [0, 1), got {self.warmup}")
+        _finite("min_lr_factor", self.min_lr_factor, 0, 1)
+        check_device(self.device)
+        pool_gib = self.pool_size * self.crop**2 * 4 / 2**30
+        codes_gib = self.batch_size * self.m * (self.crop + self.kernel) ** 2 * 4 * 16 / 2**30
+        if pool_gib + codes_gib > 16:
+            raise ConfigError(f"this run needs about {pool_gib + codes_gib:.0f} GiB (crop pool and codes); the "
+                              "limit is 16 GiB: lower pool_size, crop, batch_size or m")
         return self
 
 
@@ -361,7 +382,13 @@ def train_conv(
     """
     cfg = config.validate()
     out = Path(out)
+    with lock(out, "training run"):
+        return _train_conv_locked(cfg, out, resume, stop_after, log)
+
+
+def _train_conv_locked(cfg: ConvConfig, out: Path, resume: bool, stop_after: int | None, log) -> dict:
     device = torch.device(cfg.device)
+    check_replaceable(out, load_conv_checkpoint)
     ckpt = None
     if resume and out.exists():
         ckpt = load_conv_checkpoint(out)
@@ -378,15 +405,16 @@ def train_conv(
         pool = pool.reshape(cfg.pool_size, 1, cfg.crop, cfg.crop).to(device)
         gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
         step, history, elapsed = 0, [], 0.0
+        loss_sum, loss_count = 0.0, 0
         if ckpt is not None:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
             gen.set_state(ckpt["generator"])
             step, history, elapsed = int(ckpt["step"]), list(ckpt["history"]), float(ckpt["elapsed_s"])
+            loss_sum, loss_count = float(ckpt.get("loss_sum", 0.0)), int(ckpt.get("loss_count", 0))
         end = total if stop_after is None else min(total, stop_after)
         t0 = time.perf_counter()
-        loss_sum, loss_count = 0.0, 0
         log_every = max(1, total // 4)
 
         def state(complete: bool) -> dict:
@@ -395,7 +423,7 @@ def train_conv(
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "generator": gen.get_state(), "step": step, "total_steps": total, "history": history,
                 "elapsed_s": elapsed + (time.perf_counter() - t0), "complete": complete,
-                "torch_version": torch.__version__,
+                "loss_sum": loss_sum, "loss_count": loss_count, "torch_version": str(torch.__version__),
             }
 
         model.train()
@@ -404,6 +432,7 @@ def train_conv(
             clean = pool[idx]
             noise = torch.randn(clean.shape, generator=gen).to(device)
             loss = torch.mean((model(clean + (cfg.sigma / 255.0) * noise) - clean) ** 2)
+            check_finite_loss(loss, step, out)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -421,7 +450,9 @@ def train_conv(
                 if log:
                     log(f"  conv {cfg.activation}: step {step}/{total} train_psnr {entry['train_psnr']:.2f}")
             if step % cfg.checkpoint_every == 0 and step < end:
+                check_finite_weights(model, step, out)
                 save_atomic(state(False), out)
+        check_finite_weights(model, step, out)
         final = state(step >= total)
         save_atomic(final, out)
         return final
@@ -429,7 +460,12 @@ def train_conv(
 
 def load_conv_checkpoint(path: str | Path) -> dict:
     """Read and check a checkpoint written by :func:`train_conv`; raises :class:`nelu.models.CheckpointError`."""
-    return read_checkpoint(path, CONV_CHECKPOINT_FORMAT, CONV_CHECKPOINT_VERSION, "convolutional nelu")
+    ckpt = read_checkpoint(path, CONV_CHECKPOINT_FORMAT, CONV_CHECKPOINT_VERSION, "convolutional nelu")
+    try:  # before anything is allocated; the device it was trained on need not exist here
+        ConvConfig(**{**ckpt["config"], "device": "cpu"}).validate()
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid config: {' '.join(str(exc).split())}") from None
+    return ckpt
 
 
 def load_conv_denoiser(path: str | Path, *, ckpt: dict | None = None) -> ConvAE:
@@ -439,7 +475,8 @@ def load_conv_denoiser(path: str | Path, *, ckpt: dict | None = None) -> ConvAE:
         model = build_conv_model(ckpt["config"])
         model.load_state_dict(ckpt["model"])
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {path} does not match the model it describes: {exc}") from exc
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} does not match the model it describes: {msg}") from exc
     return model.eval()
 
 

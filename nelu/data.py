@@ -37,6 +37,7 @@ from PIL import Image
 __all__ = [
     "DATASETS",
     "NOISE_KINDS",
+    "MAX_SIGMA",
     "REGISTRY_PATH",
     "DataError",
     "registry",
@@ -53,6 +54,11 @@ __all__ = [
 
 DATASETS = ("Train400", "Set12", "BSD68")
 NOISE_KINDS = ("gaussian", "laplace", "uniform", "poisson-gaussian", "varying")
+#: Largest noise level accepted (0-255 scale): four times the whole pixel range. Beyond it every
+#: denoiser only sees noise, and squares of the values overflow float32 in the metrics.
+MAX_SIGMA = 1000.0
+#: Image modes :func:`load_image` accepts: 8-bit grayscale, as every registered image is.
+IMAGE_MODES = ("L",)
 REGISTRY_PATH = Path(__file__).resolve().parent.parent / "data" / "registry.txt"
 _FIX = (
     "delete it and rerun to download it again, or set NELU_DATA to a folder "
@@ -158,13 +164,22 @@ def fetch(relpath: str) -> Path:
 def load_image(path: str | Path) -> torch.Tensor:
     """Read an 8-bit grayscale image as a float32 tensor (H, W) in [0, 1] (pixel / 255).
 
+    Any other mode (RGB, 16-bit, palette, ...) is refused with a :class:`DataError`
+    rather than converted: a silent conversion changes the pixel values (a 16-bit
+    image clipped to 8 bits turns white).
+
     >>> load_image(fetch("Set12/01.png")).shape  # doctest: +SKIP
     torch.Size([256, 256])
     """
     try:
         with Image.open(path) as im:
-            pixels = np.asarray(im.convert("L"), dtype=np.float32)
+            if im.mode not in IMAGE_MODES:
+                raise DataError(f"the image {path} has mode {im.mode!r}; the data sets are 8-bit grayscale "
+                                f"(mode 'L'): convert it, or {_FIX}")
+            pixels = np.asarray(im, dtype=np.float32)
     except (OSError, SyntaxError, ValueError) as exc:  # PIL.UnidentifiedImageError is OSError
+        if isinstance(exc, DataError):
+            raise
         raise DataError(f"cannot read the image {path}: {exc}; {_FIX}") from exc
     return torch.from_numpy(pixels / 255.0)
 
@@ -317,8 +332,8 @@ def _sigma_tensor(x: torch.Tensor, sigma: float | torch.Tensor, kind: str) -> to
     if not torch.is_floating_point(x):
         raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
     s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-    if not torch.isfinite(s).all() or (s < 0).any():
-        raise ValueError(f"sigma must be finite and >= 0 (0-255 scale), got sigma={sigma}")
+    if not torch.isfinite(s).all() or (s < 0).any() or (s > MAX_SIGMA).any():
+        raise ValueError(f"sigma must be in [0, {MAX_SIGMA:g}] (0-255 scale), got sigma={sigma}")
     try:
         shape = torch.broadcast_shapes(s.shape, x.shape)
     except RuntimeError:

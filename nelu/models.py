@@ -29,6 +29,7 @@ averaged back. :func:`load_denoiser` rebuilds one from a training checkpoint.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 
 from . import functional as F
 from .data import image_to_patches, patches_to_image
+from .files import UnsafeFileError, load_torch
 from .nn import NeLU, ShiftedReLU
 
 __all__ = [
@@ -49,11 +51,18 @@ __all__ = [
     "load_denoiser",
     "load_checkpoint",
     "read_checkpoint",
+    "check_model_config",
+    "MAX_PATCH",
+    "MAX_CODE",
 ]
 
 ACTIVATIONS = ("relu", "nelu")
 CHECKPOINT_FORMAT = "nelu-checkpoint"
 CHECKPOINT_VERSION = 1
+#: Largest patch side and code size a model may have: a patch of 32 x 32 and a code of 65536 already
+#: need about 1.6 GB for the weights and their AdamW state; larger ones exhaust memory before training.
+MAX_PATCH = 32
+MAX_CODE = 65536
 
 
 class CheckpointError(ValueError):
@@ -202,8 +211,53 @@ class PatchDenoiser(nn.Module):
         return f"patch={self.patch}, stride={self.stride}"
 
 
+def _int_in(config: dict, key: str, lo: int, hi: int, default=None) -> int:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{key} must be an integer in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def _positive_float(config: dict, key: str) -> None:
+    value = config.get(key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < float("inf")):
+        raise ValueError(f"{key} must be a finite number > 0, got {value!r}")
+
+
+def check_model_config(config: object) -> dict:
+    """Check the model fields of a patch auto-encoder config before anything is allocated.
+
+    Checks the type and range of ``activation``, ``patch`` (1 to :data:`MAX_PATCH`), ``m``
+    (2 to :data:`MAX_CODE`), ``eval_stride`` (1 to ``patch``), ``nelu_lam`` and ``seed``.
+    Raises ``ValueError`` naming the field; returns ``config``.
+
+    >>> check_model_config({"activation": "nelu", "patch": 8, "m": 256})["m"]
+    256
+    >>> check_model_config({"activation": "nelu", "patch": 200, "m": 256})
+    Traceback (most recent call last):
+    ...
+    ValueError: patch must be an integer in [1, 32], got 200
+    """
+    if not isinstance(config, dict):
+        raise ValueError(f"the config must be a dict, got {type(config).__name__}")
+    if config.get("activation") not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {config.get('activation')!r}; valid: {', '.join(ACTIVATIONS)}")
+    patch = _int_in(config, "patch", 1, MAX_PATCH)
+    _int_in(config, "m", 2, MAX_CODE)
+    _int_in(config, "eval_stride", 1, patch, default=min(2, patch))
+    _int_in(config, "seed", 0, 2**32 - 1, default=0)
+    _positive_float(config, "nelu_lam")
+    threshold = config.get("relu_threshold", 0.0)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not abs(threshold) < float("inf"):
+        raise ValueError(f"relu_threshold must be a finite number, got {threshold!r}")
+    return config
+
+
 def build_model(config: dict) -> SparseAE:
     """A fresh :class:`SparseAE` for a training config (a dict with activation, patch, m, ...)."""
+    check_model_config(config)
     gen = torch.Generator().manual_seed(int(config.get("seed", 0)))
     m = int(config["m"])
     act = make_activation(config["activation"], m, lam=config.get("nelu_lam"),
@@ -221,39 +275,54 @@ def read_checkpoint(path: str | Path, fmt: str, version: int, what: str) -> dict
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = load_torch(path)  # weights_only: nothing in the file can run code
+    except UnsafeFileError as exc:
+        raise CheckpointError(f"refusing checkpoint {exc}") from None
+    except pickle.UnpicklingError:  # not a file torch.save wrote (or a foreign pickle)
+        raise CheckpointError(f"cannot read checkpoint {path}: it is not a file written by torch.save") from None
     except Exception as exc:  # truncated, not a torch file, ...
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {_first_line(exc)}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
         raise CheckpointError(f"{path} is not a {what} checkpoint (no format tag {fmt!r})")
     if ckpt.get("version") != version:
         raise CheckpointError(f"{path} has checkpoint version {ckpt.get('version')!r}; this code reads version {version}")
     for key in ("config", "model"):
-        if key not in ckpt:
-            raise CheckpointError(f"{path} lacks the {key!r} entry")
+        if not isinstance(ckpt.get(key), dict):
+            raise CheckpointError(f"{path} lacks a {key!r} dict")
     return ckpt
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read and check a checkpoint written by :func:`nelu.train.train`; raises :class:`CheckpointError`."""
     ckpt = read_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "nelu")
-    if ckpt["config"].get("activation") not in ACTIVATIONS:
-        raise CheckpointError(f"{path}: unknown activation {ckpt['config'].get('activation')!r}")
+    try:
+        check_model_config(ckpt["config"])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: invalid model config: {exc}") from None
     return ckpt
 
 
 def load_denoiser(path: str | Path, *, stride: int | None = None, ckpt: dict | None = None) -> PatchDenoiser:
     """Rebuild the :class:`PatchDenoiser` saved in a training checkpoint, in eval mode.
 
-    ``stride`` overrides the evaluation stride stored in the config. Raises
-    :class:`CheckpointError` (a ``ValueError``) for a missing or incompatible file.
+    ``stride`` overrides the evaluation stride stored in the config (``1 <= stride <= patch``).
+    Raises :class:`CheckpointError` (a ``ValueError``) for a missing or incompatible file
+    and ``ValueError`` for a stride out of range.
     """
     ckpt = load_checkpoint(path) if ckpt is None else ckpt
     cfg = ckpt["config"]
+    patch = int(cfg["patch"])
+    stride = int(cfg.get("eval_stride", min(2, patch)) if stride is None else stride)
+    if not 1 <= stride <= patch:
+        raise ValueError(f"stride must be in [1, patch={patch}] for {path}, got {stride}")
     try:
         ae = build_model(cfg)
         ae.load_state_dict(ckpt["model"])
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {path} does not match the model it describes: {exc}") from exc
-    den = PatchDenoiser(ae, int(cfg["patch"]), int(stride or cfg.get("eval_stride", 2)))
-    return den.eval()
+        raise CheckpointError(f"checkpoint {path} does not match the model it describes: {_first_line(exc)}") from exc
+    return PatchDenoiser(ae, patch, stride).eval()

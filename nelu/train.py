@@ -34,7 +34,6 @@ import functools
 import math
 import os
 import sys
-import tempfile
 import time
 import zlib
 from dataclasses import asdict, dataclass
@@ -44,14 +43,15 @@ import torch
 from torch import nn
 
 from . import data as nd
+from .files import FileSafetyError, lock, save_torch
 from .metrics import psnr, ssim
 from .models import (
-    ACTIVATIONS,
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     CheckpointError,
     PatchDenoiser,
     build_model,
+    check_model_config,
     load_checkpoint,
 )
 
@@ -72,10 +72,51 @@ VAL_NOISE_SEED = 20240601
 
 #: Config fields that do not change the numbers a run produces (free to differ on resume).
 RUNTIME_FIELDS = ("device", "progress", "threads", "checkpoint_every")
+#: Longest run accepted (steps), and most torch threads.
+MAX_STEPS = 10**8
+MAX_THREADS = 1024
 
 
 class ConfigError(ValueError):
     """An invalid training configuration (unknown activation, negative sigma, ...)."""
+
+
+class TrainingDiverged(ConfigError):
+    """The loss became NaN or infinite (learning rate too high, ...); the last checkpoint is kept."""
+
+
+def _finite(name: str, value, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > lo if lo_open else value >= lo) and value <= hi
+    if not ok:
+        low = f"> {lo:g}" if lo_open else f">= {lo:g}"
+        high = f" and <= {hi:g}" if math.isfinite(hi) else ""
+        raise ConfigError(f"{name} must be a finite number {low}{high}, got {value!r}")
+
+
+def check_device(name: str) -> str:
+    """``name`` if it is a usable torch device (cpu, cuda[:N] with CUDA present, mps); else ConfigError."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"invalid device {name!r}: {' '.join(str(exc).split())}") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {name!r} cannot train or evaluate; use cpu, cuda or mps")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r} requested but there are {torch.cuda.device_count()} CUDA devices")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r} requested but MPS is not available")
+    return name
+
+
+def memory_limit_bytes() -> int | None:
+    """Physical memory of this machine in bytes (None where it cannot be read)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 @dataclass
@@ -120,42 +161,67 @@ class TrainConfig:
             self.sigma_range = tuple(float(s) for s in self.sigma_range)  # type: ignore[assignment]
 
     def validate(self) -> "TrainConfig":
-        """Raise :class:`ConfigError` naming the first invalid field; return self."""
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        """Raise :class:`ConfigError` naming the first invalid field; return self.
+
+        Checks types, finiteness and ranges of every field, then that the run fits in
+        this machine's memory, before anything is allocated.
+        """
+        try:
+            check_model_config(asdict(self))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if (self.sigma is None) == (self.sigma_range is None):
             raise ConfigError("give exactly one of sigma and sigma_range")
-        if self.sigma is not None and not (math.isfinite(self.sigma) and self.sigma >= 0):
-            raise ConfigError(f"sigma must be >= 0 (0-255 scale), got {self.sigma}")
+        if self.sigma is not None:
+            _finite("sigma (0-255 scale)", self.sigma, 0, nd.MAX_SIGMA)
         if self.sigma_range is not None:
+            if len(self.sigma_range) != 2:
+                raise ConfigError(f"sigma_range must be (lo, hi), got {self.sigma_range!r}")
             lo, hi = self.sigma_range
-            if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
-                raise ConfigError(f"sigma range must satisfy 0 <= lo <= hi, got {lo}, {hi}")
-        if self.steps is None and not (self.epochs > 0):
-            raise ConfigError(f"epochs must be > 0, got {self.epochs}")
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {self.steps}")
-        for name in ("patch", "m", "batch_size", "pool_size", "threads", "val_stride", "eval_stride",
-                     "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.m < 2:
-            raise ConfigError(f"m must be >= 2, got {self.m}")
-        if not 1 <= self.eval_stride <= self.patch or not 1 <= self.val_stride <= self.patch:
-            raise ConfigError(f"strides must be in [1, patch={self.patch}]")
-        if not (self.lr > 0) or self.weight_decay < 0:
-            raise ConfigError(f"need lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
-        if not 0 <= self.warmup < 1:
+            _finite("sigma range lo (0-255 scale)", lo, 0, nd.MAX_SIGMA)
+            _finite("sigma range hi (0-255 scale)", hi, 0, nd.MAX_SIGMA)
+            if lo > hi:
+                raise ConfigError(f"sigma range must satisfy lo <= hi, got {lo}, {hi}")
+        _finite("epochs", self.epochs, 0, lo_open=True)
+        _ints = {"steps": (1, MAX_STEPS), "batch_size": (1, 2**20), "pool_size": (1, 10**9),
+                 "threads": (1, MAX_THREADS), "val_stride": (1, self.patch), "checkpoint_every": (1, MAX_STEPS),
+                 "val_every": (0, MAX_STEPS), "train_images": (1, 10**6), "val_images": (0, 10**6)}
+        for name, (lo_i, hi_i) in _ints.items():
+            value = getattr(self, name)
+            if value is None and name in ("steps", "train_images", "val_images"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not lo_i <= value <= hi_i:
+                raise ConfigError(f"{name} must be an integer in [{lo_i}, {hi_i}], got {value!r}")
+        if self.total_steps > MAX_STEPS:
+            raise ConfigError(f"the run would take {self.total_steps} steps; at most {MAX_STEPS} are allowed")
+        _finite("lr", self.lr, 0, 10.0, lo_open=True)
+        _finite("weight_decay", self.weight_decay, 0, 10.0)
+        _finite("warmup (a fraction)", self.warmup, 0, 1)
+        if self.warmup >= 1:
             raise ConfigError(f"warmup is a fraction in [0, 1), got {self.warmup}")
-        if self.nelu_lam is not None and not (self.nelu_lam > 0):
-            raise ConfigError(f"nelu_lam must be > 0, got {self.nelu_lam}")
+        _finite("min_lr_factor", self.min_lr_factor, 0, 1)
+        check_device(self.device)
+        need, have = self.memory_bytes(), memory_limit_bytes()
+        if have is not None and need > 0.75 * have:
+            raise ConfigError(f"this run needs about {need / 2**30:.1f} GiB of memory (pool_size x patch^2 "
+                              f"patches, m x patch^2 weights, batch_size x m codes), more than 75% of the "
+                              f"{have / 2**30:.1f} GiB here: lower pool_size, m, patch or batch_size")
         return self
+
+    def memory_bytes(self) -> int:
+        """Rough peak memory of a run in bytes: patch pool, weights with AdamW state, codes."""
+        n = self.patch**2
+        pool = self.pool_size * n * 4
+        weights = 2 * self.m * n * (4 * 4 + 3 * 8)  # float32 weights, grads, 2 moments; float64 init
+        codes = self.batch_size * self.m * 4 * 16  # the activation's temporaries, forward and backward
+        return pool + weights + codes
 
     @property
     def total_steps(self) -> int:
         if self.steps is not None:
             return int(self.steps)
-        return max(1, math.ceil(self.epochs * self.pool_size / self.batch_size))
+        steps = self.epochs * self.pool_size / self.batch_size
+        return max(1, math.ceil(steps)) if math.isfinite(steps) else MAX_STEPS + 1
 
     @property
     def val_sigma(self) -> float:
@@ -166,6 +232,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a dict, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -201,29 +269,8 @@ def noise_seed(seed: int, image: int, sigma: float) -> int:
 
 
 def save_atomic(obj, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    """``torch.save`` atomically: :func:`nelu.files.save_torch` (kept here for old imports)."""
+    save_torch(obj, path)
 
 
 @contextlib.contextmanager
@@ -313,7 +360,29 @@ def train(
     """
     cfg = config.validate()
     out = Path(out)
+    with lock(out, "training run"):
+        return _train_locked(cfg, out, resume, stop_after, log)
+
+
+def check_replaceable(out: Path, load) -> None:
+    """Refuse to write a checkpoint over an existing file that is not a checkpoint of this kind.
+
+    ``load`` reads a checkpoint of the kind about to be written (raising
+    :class:`~nelu.models.CheckpointError` otherwise); a missing ``out`` is fine.
+    """
+    if out.is_dir():
+        raise FileSafetyError(f"{out} is a folder; give a checkpoint file path (.pt)")
+    if out.exists():
+        try:
+            load(out)
+        except CheckpointError:
+            raise FileSafetyError(f"{out} exists and is not a checkpoint of this kind; refusing to overwrite it: "
+                                  "choose another output path or remove the file yourself") from None
+
+
+def _train_locked(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, log) -> dict:
     device = torch.device(cfg.device)
+    check_replaceable(out, load_checkpoint)
     ckpt = None
     if resume and out.exists():
         ckpt = load_checkpoint(out)
@@ -338,12 +407,15 @@ def train(
         pool = nd.random_patches(images, cfg.pool_size, cfg.patch, pool_gen).to(device)
         gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
         step, history, elapsed = 0, [], 0.0
+        loss_sum, loss_count = 0.0, 0
         if ckpt is not None:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
             gen.set_state(ckpt["generator"])
             step, history, elapsed = int(ckpt["step"]), list(ckpt["history"]), float(ckpt["elapsed_s"])
+            # The running sums of the history entry in progress (absent in checkpoints before 2026-12).
+            loss_sum, loss_count = float(ckpt.get("loss_sum", 0.0)), int(ckpt.get("loss_count", 0))
         val_clean, val_noisy = _validation_set(cfg)
         n = cfg.patch**2
         lo, hi = (cfg.sigma, cfg.sigma) if cfg.sigma is not None else cfg.sigma_range
@@ -356,7 +428,6 @@ def train(
                        dynamic_ncols=True, leave=False)
         end = total if stop_after is None else min(total, stop_after)
         t0 = time.perf_counter()
-        loss_sum, loss_count = 0.0, 0
 
         def state(complete: bool) -> dict:
             return {
@@ -373,7 +444,9 @@ def train(
                 "history": history,
                 "elapsed_s": elapsed + (time.perf_counter() - t0),
                 "complete": complete,
-                "torch_version": torch.__version__,
+                "loss_sum": loss_sum,
+                "loss_count": loss_count,
+                "torch_version": str(torch.__version__),
             }
 
         model.train()
@@ -384,6 +457,7 @@ def train(
             sig = (lo + (hi - lo) * u).to(device) / 255.0
             noisy = clean + sig * torch.randn(cfg.batch_size, n, generator=gen).to(device)
             loss = torch.mean((model(noisy) - clean) ** 2)
+            check_finite_loss(loss, step, out)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -418,12 +492,29 @@ def train(
                 if log:
                     log(f"  step {step}/{total} train_psnr {entry['train_psnr']:.2f} val_psnr {val}")
             if step % cfg.checkpoint_every == 0 and step < end:
+                check_finite_weights(model, step, out)
                 save_atomic(state(False), out)
         if bar is not None:
             bar.close()
+        check_finite_weights(model, step, out)
         final = state(step >= total)
         save_atomic(final, out)
         return final
+
+
+def check_finite_loss(loss: torch.Tensor, step: int, out: Path) -> None:
+    """Raise :class:`TrainingDiverged` if ``loss`` is NaN or infinite (before the update is applied)."""
+    if not torch.isfinite(loss.detach()).all():
+        raise TrainingDiverged(f"training diverged at step {step + 1}: the loss is {float(loss.detach())}; "
+                               f"lower the learning rate (the last good checkpoint, if any, is kept in {out})")
+
+
+def check_finite_weights(model: nn.Module, step: int, out: Path) -> None:
+    """Raise :class:`TrainingDiverged` if a parameter holds NaN or inf (checked before every save)."""
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p.detach()).all():
+            raise TrainingDiverged(f"training diverged at step {step}: {name} is not finite; lower the learning "
+                                   f"rate or the weight decay (the last good checkpoint, if any, is kept in {out})")
 
 
 def strip_optimizer(path: str | Path) -> None:

@@ -138,9 +138,9 @@ def test_reproduce_pipeline_tiny(tmp_path, monkeypatch, capsys):
 
 
 def load_ok(path: Path) -> bool:
-    from nelu.models import load_denoiser
+    from nelu.models import PatchDenoiser, load_denoiser
 
-    return load_denoiser(path) is not None
+    return isinstance(load_denoiser(path), PatchDenoiser)
 
 
 def test_subprocess_error_is_one_line(tmp_path):
@@ -162,3 +162,162 @@ def test_reproduce_baselines_quick_is_wired_to_nelu_baselines(tmp_path, capsys):
     assert res["meta"]["profile"] == "quick"
     assert res["meta"]["command"].startswith("python -m nelu.baselines --profile quick")
     assert (tmp_path / "reproduce_baselines.json").is_file()
+
+
+# ------------------------------------------------------------------ hostile but fair input
+
+
+def _tiny_train(out, *extra) -> list[str]:
+    return ["train", "--activation", "nelu", "--sigma", "25", "--out", str(out), *TINY, *extra]
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--lr", "inf"], "finite"),
+        (["--lr", "nan"], "finite"),
+        (["--weight-decay", "nan"], "finite"),
+        (["--epochs", "inf"], "finite"),
+        (["--nelu-lam", "inf"], "finite"),
+        (["--nelu-lam", "0"], "nelu_lam"),
+        (["--train-images", "0"], "train_images"),
+        (["--seed", str(2**70)], "seed"),
+        (["--device", "meta"], "meta"),
+        (["--device", "nonsense"], "nonsense"),
+        (["--patch", "200"], "patch must be an integer in [1, 32]"),
+        (["--m", "100000000"], "m must be an integer in [2, 65536]"),
+        (["--pool-size", "2000000000"], "pool_size"),
+        (["--threads", "0"], "threads"),
+        (["--val-every", "-1"], "val_every"),
+    ],
+)
+def test_train_rejects_absurd_values_fast(extra, needle, tmp_path, capsys):
+    import time
+
+    t = time.perf_counter()
+    assert main(_tiny_train(tmp_path / "o.pt", *extra)) == 2
+    assert needle in _one_error_line(capsys)
+    assert time.perf_counter() - t < 10 and not (tmp_path / "o.pt").exists()
+
+
+@pytest.mark.parametrize("sigma", ["1e300", "inf", "nan", "-1"])
+def test_sigma_out_of_range(sigma, tmp_path, capsys):
+    argv = ["train", "--activation", "nelu", "--sigma", sigma, "--out", str(tmp_path / "o.pt"), *TINY]
+    assert main(argv) == 2
+    assert "sigma" in _one_error_line(capsys)
+
+
+def test_evaluate_stride_checks(checkpoint, capsys):
+    base = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "Set12", "--sigmas", "25", "--limit", "1"]
+    for stride in ("0", "100", "-1"):
+        assert main(base + ["--stride", stride]) == 2
+        assert "--stride must be in [1, 4]" in _one_error_line(capsys)
+
+
+def test_evaluate_never_overwrites_its_inputs(checkpoint, tmp_path, capsys):
+    before = checkpoint.read_bytes()
+    base = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "Set12", "--sigmas", "25", "--limit", "1"]
+    assert main(base + ["--json", str(tmp_path / "r.csv")]) == 2  # the CSV beside it would be the JSON itself
+    assert "must end in .json" in _one_error_line(capsys)
+    assert main(base + ["--json", str(checkpoint)]) == 2
+    assert ".json" in _one_error_line(capsys)
+    # A checkpoint named like the CSV written beside --json.
+    ck_csv = tmp_path / "model.csv"
+    ck_csv.write_bytes(before)
+    assert main(["evaluate", "--checkpoint", str(ck_csv), "--dataset", "Set12", "--sigmas", "25", "--limit", "1",
+                 "--json", str(tmp_path / "model.json")]) == 2
+    assert "same file as --checkpoint" in _one_error_line(capsys)
+    assert ck_csv.read_bytes() == before and checkpoint.read_bytes() == before
+    assert not (tmp_path / "model.json").exists()
+
+
+def test_train_never_overwrites_another_kind_of_file(tmp_path, capsys):
+    notes = tmp_path / "notes.pt"
+    notes.write_text("my notes")
+    for extra in ([], ["--overwrite"], ["--resume"]):
+        assert main(_tiny_train(notes, *extra)) == 2
+        assert "exists and is not a checkpoint of this kind; refusing to overwrite it" in _one_error_line(capsys)
+        assert notes.read_text() == "my notes"
+
+
+def test_train_over_an_existing_checkpoint_needs_resume_or_overwrite(checkpoint, tmp_path, capsys):
+    out = tmp_path / "c.pt"
+    out.write_bytes(checkpoint.read_bytes())
+    assert main(_tiny_train(out)) == 2
+    assert "--resume" in _one_error_line(capsys) and out.read_bytes() == checkpoint.read_bytes()
+    assert main(_tiny_train(out, "--overwrite")) == 0
+
+
+def test_two_runs_on_one_checkpoint(tmp_path, capsys):
+    from nelu.files import lock
+
+    out = tmp_path / "c.pt"
+    with lock(out, "training run"):  # as a concurrent 'nelu train' holds it
+        assert main(_tiny_train(out)) == 2
+        assert "another training run is writing" in _one_error_line(capsys)
+    assert not out.exists()
+    assert main(_tiny_train(out)) == 0
+
+
+@pytest.mark.parametrize(
+    "config, needle",
+    [
+        ({"activation": "nelu", "patch": 4, "m": 16, "eval_stride": 100}, "eval_stride"),
+        ([1, 2, 3], "model config"),
+        ({"activation": "nelu", "patch": 200, "m": 16}, "patch"),
+        ({"activation": "nelu", "patch": 4, "m": 16, "nelu_lam": float("inf")}, "nelu_lam"),
+        ({"activation": "nelu", "patch": "4", "m": 16}, "patch"),
+    ],
+)
+def test_hostile_checkpoint_configs(config, needle, tmp_path, capsys):
+    path = tmp_path / "bad.pt"
+    torch.save({"format": "nelu-checkpoint", "version": 1, "config": config, "model": {}}, path)
+    assert main(["evaluate", "--checkpoint", str(path), "--dataset", "Set12", "--sigmas", "25"]) == 2
+    line = _one_error_line(capsys)
+    assert needle in line or "lacks a 'config' dict" in line
+
+
+def test_unfinished_checkpoint_gets_a_note(tmp_path, capsys):
+    from nelu.train import TrainConfig, train
+
+    out = tmp_path / "half.pt"
+    train(TrainConfig(activation="nelu", sigma=25.0, steps=6, patch=4, m=16, batch_size=16, pool_size=300,
+                      train_images=2, val_images=1, progress=False), out, stop_after=3)
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out), "--dataset", "Set12", "--sigmas", "25", "--limit", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "unfinished run (step 3 of 6)" in err
+
+
+def test_a_bug_keeps_its_traceback_and_says_so(monkeypatch, capsys):
+    def broken(args, argv):
+        raise RuntimeError("an internal invariant failed")
+
+    parser = cli.build_parser
+
+    def patched():
+        p = parser()
+        p._subparsers._group_actions[0].choices["evaluate"].set_defaults(func=broken)
+        return p
+
+    monkeypatch.setattr(cli, "build_parser", patched)
+    assert main(["evaluate", "--checkpoint", "x.pt", "--dataset", "Set12", "--sigmas", "25"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: an internal invariant failed" in err
+    assert err.strip().splitlines()[-1].startswith("nelu: internal error: this is a bug")
+
+
+def test_divergence_is_one_line(tmp_path, capsys, monkeypatch):
+    from nelu import train as nt
+
+    def nan_loss(*a, **k):  # a loss that became NaN, as an absurd learning rate produces
+        return torch.tensor(float("nan"))
+
+    monkeypatch.setattr(nt.torch, "mean", nan_loss)
+    out = tmp_path / "d.pt"
+    try:
+        rc = main(_tiny_train(out))
+    finally:
+        monkeypatch.undo()
+    assert rc == 2
+    assert "training diverged at step 1" in _one_error_line(capsys) and not out.exists()

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as TF
 
 import nelu.conv as nc
+from nelu.models import CheckpointError
 from nelu import cli
 from nelu import functional as F
 from nelu.conv import (
@@ -266,3 +267,23 @@ def test_reproduce_noise_and_conv_tiny(tmp_path, monkeypatch):
     conv2 = json.loads((tmp_path / "conv.json").read_text())
     assert [r["psnr"] for r in conv2["summary"]] == [r["psnr"] for r in conv["summary"]]
     assert all(m["reused_checkpoint"] for m in conv2["models"].values())
+
+
+@needs_data
+def test_resumed_history_equals_an_uninterrupted_run(tmp_path):
+    """Stopped in the middle of a history entry (every 2 steps): the loss sums are checkpointed."""
+    cfg = tiny(steps=8, checkpoint_every=1)
+    full = train_conv(cfg, tmp_path / "full.pt")
+    train_conv(cfg, tmp_path / "half.pt", stop_after=3)
+    resumed = train_conv(cfg, tmp_path / "half.pt", resume=True)
+    assert [h["step"] for h in full["history"]] == [2, 4, 6, 8]
+    assert [h["train_mse"] for h in resumed["history"]] == [h["train_mse"] for h in full["history"]]
+
+
+@needs_data
+def test_hostile_conv_checkpoint_config(tmp_path):
+    path = tmp_path / "bad.pt"
+    torch.save({"format": nc.CONV_CHECKPOINT_FORMAT, "version": nc.CONV_CHECKPOINT_VERSION,
+                "config": {"activation": "nelu", "m": 10**6, "kernel": 7}, "model": {}}, path)
+    with pytest.raises(CheckpointError, match="m must be an integer"):
+        load_conv_denoiser(path)

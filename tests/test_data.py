@@ -471,3 +471,28 @@ def test_noise_input_errors():
         add_noise(x - 1, 10, kind="poisson-gaussian")
     with pytest.raises(ValueError, match="floating"):
         add_noise(torch.zeros(4, dtype=torch.uint8), 10)
+
+
+@pytest.mark.parametrize("mode, value, suffix", [("RGB", (10, 20, 30), "png"), ("I;16", 40000, "png"),
+                                                ("F", 0.5, "tiff"), ("1", 1, "png"), ("P", 3, "png"),
+                                                ("LA", (5, 255), "png")])
+def test_load_image_refuses_other_modes(tmp_path, mode, value, suffix):
+    from PIL import Image
+
+    path = tmp_path / f"x.{suffix}"
+    Image.new(mode, (4, 3), value).save(path)
+    with pytest.raises(D.DataError, match=f"has mode '{mode}'"):
+        D.load_image(path)
+
+
+def test_load_image_reads_8_bit_grayscale_exactly(tmp_path):
+    from PIL import Image
+
+    Image.new("L", (4, 3), 51).save(tmp_path / "x.png")
+    im = D.load_image(tmp_path / "x.png")
+    assert im.shape == (3, 4) and im.dtype == torch.float32 and torch.all(im == 51 / 255.0)
+
+
+def test_noise_level_is_bounded():
+    with pytest.raises(ValueError, match=r"sigma must be in \[0, 1000\]"):
+        D.add_noise(torch.zeros(3), 1e300)

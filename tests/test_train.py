@@ -78,11 +78,11 @@ def test_resume_rejects_other_config(tmp_path):
     "changes, match",
     [
         (dict(activation="gelu"), "unknown activation"),
-        (dict(sigma=-1.0), "sigma must be >= 0"),
+        (dict(sigma=-1.0), r"sigma \(0-255 scale\) must be a finite number >= 0"),
         (dict(sigma=None, sigma_range=(50, 10)), "sigma range"),
         (dict(sigma_range=(0, 10)), "exactly one"),
         (dict(m=1), "m must be"),
-        (dict(eval_stride=9), "strides"),
+        (dict(eval_stride=9), r"eval_stride must be an integer in \[1, \d+\]"),
     ],
 )
 def test_config_errors(changes, match):
@@ -124,3 +124,40 @@ def test_evaluate_images_is_reproducible():
     assert a["psnr"][25.0] == a["noisy_psnr"][25.0]
     with pytest.raises(ValueError, match="sigma"):
         evaluate_images(Identity(), images, [-1.0])
+
+
+@pytest.mark.parametrize("stop", [3, 7])
+def test_resumed_history_equals_an_uninterrupted_run(tmp_path, stop):
+    """Interrupted between two history entries: the running loss sums are checkpointed too."""
+    cfg = tiny(checkpoint_every=1)
+    full = train(cfg, tmp_path / "full.pt")
+    train(cfg, tmp_path / "half.pt", stop_after=stop)
+    resumed = train(cfg, tmp_path / "half.pt", resume=True)
+
+    def timeless(history):
+        return [{k: v for k, v in h.items() if k != "time_s"} for h in history]
+
+    assert timeless(resumed["history"]) == timeless(full["history"])
+    assert [h["step"] for h in full["history"]] == [5, 10]
+
+
+def test_checkpoints_store_a_plain_version_string(tmp_path):
+    ck = train(tiny(steps=2), tmp_path / "a.pt")
+    assert type(ck["torch_version"]) is str
+    assert type(load_checkpoint(tmp_path / "a.pt")["torch_version"]) is str
+
+
+def test_non_finite_weights_stop_training_before_they_are_saved(tmp_path):
+    from nelu.train import TrainingDiverged, check_finite_weights
+
+    model = torch.nn.Linear(2, 2)
+    check_finite_weights(model, 1, tmp_path / "x.pt")
+    with torch.no_grad():
+        model.weight[0, 0] = float("inf")
+    with pytest.raises(TrainingDiverged, match="weight is not finite"):
+        check_finite_weights(model, 1, tmp_path / "x.pt")
+
+
+def test_memory_is_checked_before_allocation():
+    with pytest.raises(ConfigError, match="GiB of memory"):
+        tiny(pool_size=10**9 - 1, patch=32, eval_stride=4, val_stride=4).validate()
