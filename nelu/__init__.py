@@ -1,11 +1,18 @@
 """nelu: pivotal sparse auto-encoders with the Self-Normalizing ReLU (NeLU).
 
-Modules: :mod:`nelu.functional` (thresholds and NeLU as functions),
-:mod:`nelu.nn` (layers), :mod:`nelu.reference` (cvxpy referees),
-:mod:`nelu.data` (images, patches, noise), :mod:`nelu.metrics` (PSNR, SSIM),
-:mod:`nelu.models` (auto-encoders and denoisers), :mod:`nelu.train`
-(training and evaluation), :mod:`nelu.synthetic`, :mod:`nelu.cli`
-(``python -m nelu``) and :mod:`nelu.bench` (``python -m nelu.bench``).
+Modules, in the order data flows through them:
+
+* :mod:`nelu.functional` (thresholds and NeLU as functions), :mod:`nelu.nn` (layers),
+  :mod:`nelu.reference` (cvxpy referees);
+* :mod:`nelu.files` (safe loading, atomic writes), :mod:`nelu.data` (images, patches,
+  noise), :mod:`nelu.metrics` (PSNR, SSIM);
+* :mod:`nelu.models` (patch auto-encoders and denoisers), :mod:`nelu.conv`
+  (convolutional auto-encoders), :mod:`nelu.baselines` (BM3D, a DnCNN-style network),
+  :mod:`nelu.synthetic` (the synthetic experiment's data and models);
+* :mod:`nelu.train` (training), :mod:`nelu.evaluation` (noisy images, PSNR/SSIM, timing);
+* :mod:`nelu.experiments` (one module per experiment, the drift check),
+  :mod:`nelu.figures` (results, tables, plots for the book);
+* :mod:`nelu.cli` (``python -m nelu``) and :mod:`nelu.bench` (``python -m nelu.bench``).
 """
 
 from importlib.metadata import PackageNotFoundError, version

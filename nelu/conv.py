@@ -58,7 +58,7 @@ per-channel bias.
 of :mod:`nelu.train` (seeded generators, warm-up + cosine schedule, atomic
 checkpoints, bitwise-exact resume); :func:`load_conv_denoiser` rebuilds a trained
 model, which maps ``(B, 1, H, W)`` or ``(H, W)`` noisy images to denoised ones and so
-can be measured with :func:`nelu.train.evaluate_images`.
+can be measured with :func:`nelu.evaluation.evaluate_images`.
 """
 
 from __future__ import annotations
@@ -86,7 +86,6 @@ from .train import (
     check_finite_weights,
     check_replaceable,
     torch_settings,
-    cached_dataset,
     lr_factor,
     save_atomic,
 )
@@ -400,7 +399,7 @@ def _train_conv_locked(cfg: ConvConfig, out: Path, resume: bool, stop_after: int
         model = build_conv_model(asdict(cfg)).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.warmup, cfg.min_lr_factor))
-        images = cached_dataset("Train400", cfg.train_images)
+        images = nd.cached_dataset("Train400", cfg.train_images)
         pool = nd.random_patches(images, cfg.pool_size, cfg.crop, torch.Generator().manual_seed(cfg.seed))
         pool = pool.reshape(cfg.pool_size, 1, cfg.crop, cfg.crop).to(device)
         gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)

@@ -31,12 +31,15 @@ from pathlib import Path
 import numpy as np
 import pooch
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as TF
 from PIL import Image
 
 __all__ = [
     "DATASETS",
     "NOISE_KINDS",
+    "cached_dataset",
+    "clear_dataset_cache",
+    "dataset_names",
     "MAX_SIGMA",
     "REGISTRY_PATH",
     "DataError",
@@ -201,6 +204,34 @@ def load_dataset(name: str, *, limit: int | None = None) -> list[torch.Tensor]:
     return [load_image(fetch(rel)) for rel in files[:limit]]
 
 
+@functools.lru_cache(maxsize=8)
+def _cached(name: str, limit: int | None) -> tuple[torch.Tensor, ...]:
+    return tuple(load_dataset(name, limit=limit))
+
+
+def cached_dataset(name: str, limit: int | None = None) -> list[torch.Tensor]:
+    """:func:`load_dataset`, cached per process (the tensors are shared: never modify them).
+
+    :func:`clear_dataset_cache` empties the cache (after ``NELU_DATA`` changes, say).
+    """
+    return list(_cached(name, limit))
+
+
+def clear_dataset_cache() -> None:
+    """Forget the images :func:`cached_dataset` holds."""
+    _cached.cache_clear()
+
+
+def dataset_names(name: str, limit: int | None = None) -> list[str]:
+    """File names of a data set in :func:`load_dataset` order.
+
+    >>> dataset_names("Set12", 2)
+    ['01.png', '02.png']
+    """
+    files = sorted(rel for rel in registry() if rel.split("/", 1)[0] == name)
+    return [f.split("/", 1)[1] for f in files[:limit]]
+
+
 # --------------------------------------------------------------------------- patches
 
 
@@ -241,7 +272,7 @@ def image_to_patches(images: torch.Tensor, patch: int, stride: int = 1) -> torch
     _check_patch_args((H, W), patch, stride)
     rows, cols = _positions(H, patch, stride), _positions(W, patch, stride)
     if (H - patch) % stride == 0 and (W - patch) % stride == 0:
-        return F.unfold(images, patch, stride=stride).transpose(1, 2).contiguous()
+        return TF.unfold(images, patch, stride=stride).transpose(1, 2).contiguous()
     offsets = torch.arange(patch)
     r = (rows[:, None] + offsets).to(images.device)  # (nR, p) pixel rows of each patch row
     c = (cols[:, None] + offsets).to(images.device)  # (nC, p)
@@ -278,7 +309,7 @@ def patches_to_image(
     counts = torch.outer(torch.bincount(r, minlength=H), torch.bincount(c, minlength=W))
     counts = counts.to(device=patches.device, dtype=patches.dtype)
     if (H - patch) % stride == 0 and (W - patch) % stride == 0:
-        sums = F.fold(patches.transpose(1, 2), (H, W), patch, stride=stride)
+        sums = TF.fold(patches.transpose(1, 2), (H, W), patch, stride=stride)
     else:  # scatter-add columns then rows (index_add_ sums repeated indices)
         blocks = patches.reshape(B, nR, nC, patch, patch).permute(0, 1, 3, 2, 4)
         blocks = blocks.reshape(B, nR, patch, nC * patch)

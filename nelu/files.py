@@ -55,6 +55,7 @@ __all__ = [
     "write_csv",
     "remove_stale_temps",
     "check_distinct",
+    "check_writable",
     "lock",
 ]
 
@@ -235,6 +236,24 @@ def check_distinct(outputs: Iterable[tuple[str, str | Path]], inputs: Iterable[t
             if _same(out, other):
                 raise FileSafetyError(f"{role} {out} is the same file as {other_role} {other}; it would be "
                                       "overwritten: choose another output path")
+
+
+def check_writable(path: str | Path, *, folder: bool = False) -> None:
+    """Create the folder of ``path`` (``path`` itself when ``folder``) and check a file can be written there.
+
+    Raises :class:`FileSafetyError` (``"cannot write to ..."``) before any long work starts.
+    """
+    path = Path(path)
+    where = path if folder else path.parent
+    try:
+        if not folder and path.is_dir():
+            raise FileSafetyError(f"output path {path} is a directory, expected a file")
+        where.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=where, prefix=".nelu-write-test.")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise FileSafetyError(f"cannot write to {path}: {exc.strerror or exc}") from None
 
 
 @contextlib.contextmanager

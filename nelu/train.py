@@ -20,22 +20,16 @@ patches of Train400:
 All randomness comes from explicit :class:`torch.Generator` objects derived
 from ``seed``: the model initialization, the clean-patch pool, the batches and
 their noise, and (fixed, seed-independent) the validation noise.
-
-:func:`evaluate_images` measures a denoiser on a list of images at several
-noise levels, with noise seeded per (seed, image, sigma) so every model sees
-the same noisy images and reruns reproduce exactly.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import math
 import os
 import sys
 import time
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,7 +38,8 @@ from torch import nn
 
 from . import data as nd
 from .files import FileSafetyError, lock, save_torch
-from .metrics import psnr, ssim
+from .evaluation import noise_seed
+from .metrics import psnr
 from .models import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
@@ -60,10 +55,7 @@ __all__ = [
     "TrainConfig",
     "train",
     "lr_factor",
-    "evaluate_images",
-    "noise_seed",
     "save_atomic",
-    "cached_dataset",
     "torch_settings",
 ]
 
@@ -244,16 +236,6 @@ class TrainConfig:
 # ----------------------------------------------------------------------------- helpers
 
 
-@functools.lru_cache(maxsize=8)
-def _dataset(name: str, limit: int | None) -> tuple[torch.Tensor, ...]:
-    return tuple(nd.load_dataset(name, limit=limit))
-
-
-def cached_dataset(name: str, limit: int | None = None) -> list[torch.Tensor]:
-    """:func:`nelu.data.load_dataset`, cached per process (the images are never modified)."""
-    return list(_dataset(name, limit))
-
-
 def lr_factor(step: int, total: int, warmup: float, min_factor: float) -> float:
     """Learning-rate multiplier at ``step``: linear warm-up over ``warmup * total`` steps, then cosine."""
     w = int(warmup * total)
@@ -261,11 +243,6 @@ def lr_factor(step: int, total: int, warmup: float, min_factor: float) -> float:
         return (step + 1) / w
     progress = (step - w) / max(1, total - w)
     return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def noise_seed(seed: int, image: int, sigma: float) -> int:
-    """Seed of the evaluation noise of image ``image`` at level ``sigma`` (stable across runs)."""
-    return zlib.crc32(f"{seed}/{image}/{float(sigma):.6g}".encode())
 
 
 def save_atomic(obj, path: str | Path) -> None:
@@ -290,7 +267,7 @@ def torch_settings(threads: int):
 def _validation_set(cfg: TrainConfig) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     if cfg.val_images == 0:
         return [], []
-    clean = cached_dataset("Set12", cfg.val_images)
+    clean = nd.cached_dataset("Set12", cfg.val_images)
     noisy = [
         nd.add_noise(im, cfg.val_sigma, generator=torch.Generator().manual_seed(noise_seed(VAL_NOISE_SEED, i, cfg.val_sigma)))
         for i, im in enumerate(clean)
@@ -402,7 +379,7 @@ def _train_locked(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | N
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: lr_factor(s, total, cfg.warmup, cfg.min_lr_factor)
         )
-        images = cached_dataset("Train400", cfg.train_images)
+        images = nd.cached_dataset("Train400", cfg.train_images)
         pool_gen = torch.Generator().manual_seed(cfg.seed)
         pool = nd.random_patches(images, cfg.pool_size, cfg.patch, pool_gen).to(device)
         gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
@@ -525,60 +502,3 @@ def strip_optimizer(path: str | Path) -> None:
     ckpt["optimizer"] = None
     ckpt["scheduler"] = None
     save_atomic(ckpt, path)
-
-
-# --------------------------------------------------------------------------- evaluate
-
-
-@torch.no_grad()
-def evaluate_images(
-    denoiser: nn.Module,
-    images: list[torch.Tensor],
-    sigmas: list[float],
-    *,
-    kind: str = "gaussian",
-    seed: int = 0,
-    metrics: tuple[str, ...] = ("psnr", "ssim"),
-    device: str | torch.device = "cpu",
-    extra: dict | None = None,
-) -> dict:
-    """PSNR/SSIM of ``denoiser`` on every image at every ``sigma`` (0-255 scale).
-
-    The noisy version of image ``i`` at level ``s`` uses the generator seeded with
-    :func:`noise_seed` ``(seed, i, s)``: identical for every model and every run. All
-    levels of one image are denoised in one batch ``(len(sigmas), 1, H, W)``. ``kind``
-    is the noise model of :func:`nelu.data.add_noise`.
-
-    ``extra`` maps more metric names to functions ``f(clean, estimate)`` of two
-    ``(H, W)`` tensors (e.g. a PSNR on part of the image); their values are stored like
-    the others.
-
-    Returns ``{"sigmas": [...], "psnr": {sigma: [per image]}, "ssim": {...},
-    "noisy_psnr": {...}}`` with float keys.
-    """
-    for s in sigmas:
-        if not (math.isfinite(s) and s >= 0):
-            raise ValueError(f"sigma must be >= 0 (0-255 scale), got {s}")
-    result: dict = {"sigmas": list(sigmas), "noisy_psnr": {s: [] for s in sigmas}}
-    for m in metrics:
-        result[m] = {s: [] for s in sigmas}
-    fns = {"psnr": psnr, "ssim": ssim}
-    extra = dict(extra or {})
-    if set(extra) & set(metrics) or "noisy_psnr" in extra:
-        raise ValueError(f"extra metric names {sorted(extra)} clash with {metrics} or noisy_psnr")
-    for m in extra:
-        result[m] = {s: [] for s in sigmas}
-    denoiser = denoiser.eval()
-    for i, clean in enumerate(images):
-        noisy = torch.stack([
-            nd.add_noise(clean, s, kind=kind, generator=torch.Generator().manual_seed(noise_seed(seed, i, s)))
-            for s in sigmas
-        ])[:, None]
-        est = denoiser(noisy.to(device)).cpu()
-        for j, s in enumerate(sigmas):
-            result["noisy_psnr"][s].append(psnr(clean, noisy[j, 0]))
-            for m in metrics:
-                result[m][s].append(fns[m](clean, est[j, 0]))
-            for m, fn in extra.items():
-                result[m][s].append(fn(clean, est[j, 0]))
-    return result

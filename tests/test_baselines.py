@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from nelu import baselines as bl
-from nelu.baselines import main
-from nelu.train import cached_dataset, evaluate_images
+from nelu.baselines.__main__ import main
+from nelu.data import cached_dataset
+from nelu.evaluation import evaluate_images, noisy_image
+from nelu.experiments import baselines as experiment
 
 pytestmark = pytest.mark.skipif(
     not os.path.isdir(os.environ.get("NELU_DATA") or "/nonexistent"),
@@ -31,7 +33,6 @@ TINY = {
     "timing_repeats": 1,
     "workers": 1,
     "threads": 1,
-    "out": "unused",
 }
 
 
@@ -57,7 +58,7 @@ def test_noisy_images_are_those_of_the_evaluation():
     evaluate_images(Recorder(), images, sigmas, metrics=("psnr",))
     for i, clean in enumerate(images):
         for j, s in enumerate(sigmas):
-            assert torch.equal(seen[i][j, 0], bl.noisy_image(clean, i, s))
+            assert torch.equal(seen[i][j, 0], noisy_image(clean, i, s))
 
 
 def test_dncnn_is_residual():
@@ -111,7 +112,7 @@ def test_bm3d_workers_give_the_same_numbers():
 
 def test_main_tiny_profile(tmp_path, monkeypatch, capsys):
     pytest.importorskip("bm3d")
-    monkeypatch.setitem(bl.PROFILES, "quick", TINY)
+    monkeypatch.setitem(experiment.PROFILES, "quick", TINY)
     out = tmp_path / "res"
     assert main(["--profile", "quick", "--out", str(out), "--checkpoints", str(tmp_path / "none")]) == 0
     res = json.loads((out / "baselines.json").read_text())

@@ -13,6 +13,7 @@ import torch
 
 from nelu import cli
 from nelu.cli import main
+from nelu.data import clear_dataset_cache
 
 pytestmark = pytest.mark.skipif(
     not os.path.isdir(os.environ.get("NELU_DATA") or "/nonexistent"),
@@ -99,26 +100,31 @@ def test_data_error(checkpoint, tmp_path, monkeypatch, capsys):
     (tmp_path / "Set12").mkdir()
     (tmp_path / "Set12" / "01.png").write_bytes(b"corrupt")
     monkeypatch.setenv("NELU_DATA", str(tmp_path))
-    cli.cached_dataset.__globals__["_dataset"].cache_clear()
+    clear_dataset_cache()
     try:
         rc = main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "Set12", "--sigmas", "25",
                    "--limit", "1"])
     finally:
-        cli.cached_dataset.__globals__["_dataset"].cache_clear()
+        clear_dataset_cache()
     assert rc == 2
     assert "corrupt" in _one_error_line(capsys)
 
 
 def test_reproduce_pipeline_tiny(tmp_path, monkeypatch, capsys):
     """The reproduce pipeline end to end on a profile even smaller than quick."""
-    tiny = {
+    from nelu.experiments import bsd68, conv, noise, synthetic
+
+    monkeypatch.setitem(bsd68.PROFILES, "quick", {
         "train": dict(patch=4, m=8, steps=3, batch_size=8, lr=2e-3, pool_size=100, train_images=1,
                       val_images=1, val_every=0, val_stride=4, eval_stride=4),
-        "bsd68_images": 1,
-        "synthetic": dict(steps=3, test_size=50),
-        "out": str(tmp_path),
-    }
-    monkeypatch.setitem(cli.PROFILES, "quick", tiny)
+        "images": 1})
+    monkeypatch.setitem(synthetic.PROFILES, "quick", dict(steps=3, test_size=50))
+    monkeypatch.setitem(noise.PROFILES, "quick", dict(images=1))
+    monkeypatch.setitem(conv.PROFILES, "quick", dict(
+        train=dict(m=8, kernel=5, crop=12, steps=3, batch_size=2, lr=3e-3, nelu_lam=0.1, pool_size=10,
+                   train_images=1), images=1, global_images=1))
+    monkeypatch.chdir(tmp_path)  # the quick profile's default folder: results/quick
+    tmp_path = tmp_path / "results" / "quick"
     assert main(["reproduce", "all", "--profile", "quick"]) == 0
     res = json.loads((tmp_path / "bsd68.json").read_text())
     names = {r["model"] for r in res["summary"]}

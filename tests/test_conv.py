@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as TF
 
 import nelu.conv as nc
-from nelu.models import CheckpointError
 from nelu import cli
 from nelu import functional as F
 from nelu.conv import (
@@ -25,7 +24,8 @@ from nelu.conv import (
     train_conv,
 )
 from nelu.models import CheckpointError, SparseAE
-from nelu.train import ConfigError, evaluate_images
+from nelu.evaluation import evaluate_images
+from nelu.train import ConfigError
 
 needs_data = pytest.mark.skipif(
     not os.path.isdir(os.environ.get("NELU_DATA") or "/nonexistent"),
@@ -232,24 +232,24 @@ def test_load_errors(tmp_path):
 @needs_data
 def test_reproduce_noise_and_conv_tiny(tmp_path, monkeypatch):
     """``reproduce noise`` evaluates existing checkpoints under every noise kind; ``reproduce conv`` trains."""
-    tiny_profile = {
+    from nelu.experiments import bsd68, conv, noise
+
+    monkeypatch.setitem(bsd68.PROFILES, "quick", {
         "train": dict(patch=4, m=8, steps=3, batch_size=8, lr=2e-3, pool_size=100, train_images=1,
                       val_images=1, val_every=0, val_stride=4, eval_stride=4),
-        "bsd68_images": 1,
-        "synthetic": dict(steps=3, test_size=50),
-        "noise": dict(images=1),
-        "conv": dict(train=dict(m=8, kernel=5, crop=12, steps=3, batch_size=2, lr=3e-3, nelu_lam=0.1, pool_size=10,
-                                train_images=1), images=1, global_images=1),
-        "out": str(tmp_path),
-    }
-    monkeypatch.setitem(cli.PROFILES, "quick", tiny_profile)
-    assert cli.main(["reproduce", "noise", "--profile", "quick"]) == 2  # no checkpoints yet
-    assert cli.main(["reproduce", "bsd68", "--profile", "quick"]) == 0
-    assert cli.main(["reproduce", "noise", "--profile", "quick"]) == 0
+        "images": 1})
+    monkeypatch.setitem(noise.PROFILES, "quick", dict(images=1))
+    monkeypatch.setitem(conv.PROFILES, "quick", dict(
+        train=dict(m=8, kernel=5, crop=12, steps=3, batch_size=2, lr=3e-3, nelu_lam=0.1, pool_size=10,
+                   train_images=1), images=1, global_images=1))
+    quick = ["--profile", "quick", "--out", str(tmp_path)]
+    assert cli.main(["reproduce", "noise", *quick]) == 2  # no checkpoints yet
+    assert cli.main(["reproduce", "bsd68", *quick]) == 0
+    assert cli.main(["reproduce", "noise", *quick]) == 0
     res = json.loads((tmp_path / "noise.json").read_text())
     kinds = {r["noise"] for r in res["summary"]}
     assert kinds == {"gaussian", "laplace", "uniform", "poisson-gaussian", "varying"}
-    assert len(res["summary"]) == len(cli.NOISE_MODELS) * 5 * len(cli.NOISE_SIGMAS)
+    assert len(res["summary"]) == len(noise.NOISE_MODELS) * 5 * len(noise.NOISE_SIGMAS)
     assert "psnr_band3_mean" in res["summary"][0] and res["meta"]["profile"] == "quick"
     # Gaussian noise gives exactly the numbers of reproduce bsd68 (same models, noise seeds and code).
     bsd = json.loads((tmp_path / "bsd68.json").read_text())
@@ -257,13 +257,13 @@ def test_reproduce_noise_and_conv_tiny(tmp_path, monkeypatch):
     for r in res["summary"]:
         if r["noise"] == "gaussian":
             assert r["psnr"] == ref[(r["model"], r["test_sigma"])]
-    assert cli.main(["reproduce", "conv", "--profile", "quick"]) == 0
+    assert cli.main(["reproduce", "conv", *quick]) == 0
     conv = json.loads((tmp_path / "conv.json").read_text())
     assert {m["activation"] for m in conv["models"].values()} == set(nc.CONV_ACTIVATIONS)
     assert (tmp_path / "checkpoints" / "conv_nelu_sigma25.pt").is_file()
     assert load_conv_checkpoint(tmp_path / "checkpoints" / "conv_relu_sigma25.pt")["optimizer"] is None
     # A rerun reuses the checkpoints and reproduces every number.
-    assert cli.main(["reproduce", "conv", "--profile", "quick"]) == 0
+    assert cli.main(["reproduce", "conv", *quick]) == 0
     conv2 = json.loads((tmp_path / "conv.json").read_text())
     assert [r["psnr"] for r in conv2["summary"]] == [r["psnr"] for r in conv["summary"]]
     assert all(m["reused_checkpoint"] for m in conv2["models"].values())

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import nelu.data as D
 from nelu.data import (
@@ -328,9 +327,14 @@ def test_every_pixel_is_covered_and_overlaps_are_averaged(H, W, p, s):
     torch.testing.assert_close(patches_to_image(patches, (H, W), p, s)[:, 0], sums / counts)
 
 
-def test_regular_grid_equals_unfold_and_fold():
-    x = torch.rand(2, 1, 20, 26)
-    torch.testing.assert_close(image_to_patches(x, 4, 2), F.unfold(x, 4, stride=2).transpose(1, 2))
+@pytest.mark.parametrize("H, W, p, s", [(20, 26, 4, 2), (20, 26, 4, 3), (9, 9, 3, 3), (8, 11, 8, 1)])
+def test_patches_equal_slices_regular_grid_or_not(H, W, p, s):
+    """Against explicit slicing (the regular-grid branch uses unfold, the other gathers by index)."""
+    x = torch.rand(2, 1, H, W)
+    rows = sorted(set(range(0, H - p + 1, s)) | {H - p})
+    cols = sorted(set(range(0, W - p + 1, s)) | {W - p})
+    expected = torch.stack([x[:, 0, r:r + p, c:c + p].reshape(2, p * p) for r in rows for c in cols], dim=1)
+    torch.testing.assert_close(image_to_patches(x, p, s), expected, rtol=0, atol=0)
 
 
 def test_patch_argument_errors():

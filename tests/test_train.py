@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from nelu.models import CheckpointError, load_checkpoint, load_denoiser
-from nelu.train import ConfigError, TrainConfig, evaluate_images, lr_factor, save_atomic, train
+from nelu.evaluation import evaluate_images
+from nelu.train import ConfigError, TrainConfig, lr_factor, save_atomic, train
 
 pytestmark = pytest.mark.skipif(
     not os.path.isdir(os.environ.get("NELU_DATA") or "/nonexistent"),

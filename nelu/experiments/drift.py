@@ -6,7 +6,7 @@ The weekly workflow ``.github/workflows/reproduce.yml`` reruns::
 
 into a temporary folder, then runs::
 
-    python tests/compare_results.py FRESH            # reference: results/ of this repository
+    python -m nelu.experiments.drift FRESH      # reference: results/ of the current folder
 
 What is compared (every row must be present in both, with the same keys):
 
@@ -21,7 +21,7 @@ What is compared (every row must be present in both, with the same keys):
 
 Exit status: 0 when everything agrees, 1 when anything drifts (a table of the largest
 differences is printed), 2 when a results file is missing or unreadable. The unit tests
-of this comparison are in ``tests/test_compare_results.py``.
+of this comparison are in ``tests/test_drift.py``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 TOL_DB = 0.01
 TOL_SSIM = 1e-3
 
@@ -151,9 +150,10 @@ def compare(reference: Path, fresh: Path, tol_db: float = TOL_DB, tol_ssim: floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Command line; returns 0 (agree), 1 (drift) or 2 (missing or unreadable results)."""
+    p = argparse.ArgumentParser(prog="python -m nelu.experiments.drift", description=__doc__.split("\n\n")[0])
     p.add_argument("fresh", type=Path, help="folder written by `python -m nelu reproduce all --out FOLDER`")
-    p.add_argument("--reference", type=Path, default=ROOT / "results", help="committed results (default results/)")
+    p.add_argument("--reference", type=Path, default=Path("results"), help="committed results (default results/)")
     p.add_argument("--tol-db", type=float, default=TOL_DB, help=f"PSNR/MSE tolerance in dB (default {TOL_DB})")
     p.add_argument("--tol-ssim", type=float, default=TOL_SSIM, help=f"SSIM tolerance (default {TOL_SSIM})")
     p.add_argument("--show", type=int, default=40, help="largest differences to print (default 40)")
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         drifts = compare(args.reference, args.fresh, args.tol_db, args.tol_ssim)
     except ResultsError as exc:
-        print(f"compare_results: error: {exc}", file=sys.stderr)
+        print(f"nelu.experiments.drift: error: {exc}", file=sys.stderr)
         return 2
     files = ", ".join(t.file for t in compared_tables(args.reference))
     if not drifts:

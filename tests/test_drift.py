@@ -1,4 +1,4 @@
-"""The drift check of the weekly reproduction (``tests/compare_results.py``) on the committed results."""
+"""The drift check of the weekly reproduction (``nelu.experiments.drift``) on the committed results."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from compare_results import TABLES, compare, main
+from nelu.experiments.drift import TABLES, compare, main
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -45,7 +45,7 @@ def drop_row(folder: Path, file: str, row: int) -> None:
 
 def test_committed_results_agree_with_themselves(capsys):
     assert compare(RESULTS, RESULTS) == []
-    assert main([str(RESULTS)]) == 0
+    assert main([str(RESULTS), "--reference", str(RESULTS)]) == 0
     assert "results agree" in capsys.readouterr().out
 
 
@@ -54,7 +54,7 @@ def test_psnr_drift_above_tolerance_fails_loudly(fresh: Path, capsys):
     drifts = compare(RESULTS, fresh)
     assert [(d.file, d.column) for d in drifts] == [("bsd68.csv", "psnr")]
     assert math.isclose(drifts[0].diff, 0.02, rel_tol=1e-6)
-    assert main([str(fresh)]) == 1
+    assert main([str(fresh), "--reference", str(RESULTS)]) == 1
     err = capsys.readouterr().err
     assert "RESULTS DRIFTED" in err and "bsd68.csv" in err and "psnr" in err
 
@@ -80,18 +80,19 @@ def test_missing_rows_and_files_are_errors(fresh: Path, tmp_path: Path):
     drifts = compare(RESULTS, fresh)
     assert len(drifts) == 1 and "missing from the fresh run" in drifts[0].column
     (fresh / "synthetic.csv").unlink()
-    assert main([str(fresh)]) == 2
+    assert main([str(fresh), "--reference", str(RESULTS)]) == 2
 
 
 def test_committed_results_are_complete():
     """Every model of the full profile is evaluated at every test noise level (oracles at their own)."""
-    from nelu.cli import TEST_SIGMAS, _model_specs
+    from nelu.experiments.bsd68 import model_specs
+    from nelu.experiments.common import TEST_SIGMAS
 
     with open(RESULTS / "bsd68_summary.csv", newline="") as f:
         rows = {(r["model"], float(r["test_sigma"])): r for r in csv.DictReader(f)}
     expected = {
         (spec["name"], s)
-        for spec in _model_specs()
+        for spec in model_specs()
         for s in ([spec["sigma"]] if spec["role"] == "oracle" else TEST_SIGMAS)
     }
     assert set(rows) == expected
