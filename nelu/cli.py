@@ -35,7 +35,8 @@ from .experiments import ALL, EXPERIMENTS, get
 from .experiments.common import OUT, Context, ExperimentError, fmt_sigma, mean
 from .files import FileSafetyError, check_distinct, check_writable, write_csv, write_json
 from .models import CheckpointError, load_checkpoint, load_denoiser
-from .train import MAX_THREADS, ConfigError, TrainConfig, check_device, check_replaceable, train
+from .train import TrainConfig, train
+from .training import MAX_THREADS, ConfigError, check_device, check_replaceable
 
 __all__ = ["main", "build_parser", "run_reporting_errors", "UsageError"]
 

@@ -64,7 +64,6 @@ can be measured with :func:`nelu.evaluation.evaluate_images`.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -74,21 +73,9 @@ from torch import Tensor, nn
 
 from . import data as nd
 from . import functional as F
-from .files import lock
 from .models import CheckpointError, _paired_init, make_activation, read_checkpoint
 from .nn import NeLU
-from .train import (
-    ConfigError,
-    _check_resumable,
-    _finite,
-    check_device,
-    check_finite_loss,
-    check_finite_weights,
-    check_replaceable,
-    torch_settings,
-    lr_factor,
-    save_atomic,
-)
+from .training import ConfigError, check_device, check_number, fit, open_run, strip_optimizer, torch_settings
 
 __all__ = [
     "CONV_ACTIVATIONS",
@@ -129,6 +116,9 @@ class ChannelsLast(nn.Module):
     def forward(self, u: Tensor) -> Tensor:
         return self.act(u.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
+    def learned(self) -> dict:
+        return self.act.learned()
+
 
 class GlobalNeLU(nn.Module):
     """NeLU with one threshold per image: the square-root lasso over all its code coefficients.
@@ -159,6 +149,9 @@ class GlobalNeLU(nn.Module):
         B, m = u.shape[0], u.shape[-1]
         locations = u[0].numel() // m
         return F.nelu(u.reshape(B, -1), self.inner.lam / math.sqrt(locations)).reshape(u.shape)
+
+    def learned(self) -> dict:
+        return self.inner.learned()
 
     def extra_repr(self) -> str:
         return f"lam={float(self.lam.detach()):.4g}, coeffs='image'"
@@ -291,7 +284,7 @@ class ConvConfig:
 
     Each step draws ``batch_size`` crops from a pool of ``pool_size`` (drawn once,
     seeded) and adds Gaussian noise of level ``sigma`` (0-255 scale); loss: MSE;
-    AdamW with linear warm-up then cosine decay (:func:`nelu.train.lr_factor`).
+    AdamW with linear warm-up then cosine decay (:func:`nelu.training.lr_factor`).
     """
 
     activation: str = "nelu"
@@ -319,7 +312,7 @@ class ConvConfig:
         """Raise :class:`nelu.train.ConfigError` naming the first invalid field; return self."""
         if self.activation not in CONV_ACTIVATIONS:
             raise ConfigError(f"unknown activation {self.activation!r}; valid: {', '.join(CONV_ACTIVATIONS)}")
-        _finite("sigma (0-255 scale)", self.sigma, 0, nd.MAX_SIGMA)
+        check_number("sigma (0-255 scale)", self.sigma, 0, nd.MAX_SIGMA)
         limits = {"m": (2, 4096), "kernel": (1, 63), "crop": (self.kernel, 1024), "steps": (1, 10**8),
                   "batch_size": (1, 2**16), "pool_size": (1, 10**7), "threads": (1, 1024),
                   "checkpoint_every": (1, 10**8), "seed": (0, 2**32 - 1)}
@@ -332,13 +325,13 @@ class ConvConfig:
         if self.train_images is not None and (isinstance(self.train_images, bool) or
                                               not isinstance(self.train_images, int) or self.train_images < 1):
             raise ConfigError(f"train_images must be an integer >= 1 or None, got {self.train_images!r}")
-        _finite("lr", self.lr, 0, 10.0, lo_open=True)
-        _finite("nelu_lam", self.nelu_lam, 0, lo_open=True)
-        _finite("relu_threshold", self.relu_threshold)
-        _finite("warmup (a fraction)", self.warmup, 0, 1)
+        check_number("lr", self.lr, 0, 10.0, lo_open=True)
+        check_number("nelu_lam", self.nelu_lam, 0, lo_open=True)
+        check_number("relu_threshold", self.relu_threshold)
+        check_number("warmup (a fraction)", self.warmup, 0, 1)
         if self.warmup >= 1:
             raise ConfigError(f"warmup is a fraction in [0, 1), got {self.warmup}")
-        _finite("min_lr_factor", self.min_lr_factor, 0, 1)
+        check_number("min_lr_factor", self.min_lr_factor, 0, 1)
         check_device(self.device)
         pool_gib = self.pool_size * self.crop**2 * 4 / 2**30
         codes_gib = self.batch_size * self.m * (self.crop + self.kernel) ** 2 * 4 * 16 / 2**30
@@ -357,13 +350,6 @@ def build_conv_model(config: dict) -> ConvAE:
     return ConvAE(m, int(config["kernel"]), act, remove_dc=bool(config.get("remove_dc", True)), generator=gen)
 
 
-def _learned(model: ConvAE) -> dict:
-    act = model.activation
-    if hasattr(act, "lam"):
-        return {"lam": float(act.lam.detach())}
-    return {"threshold_mean": float(act.threshold.detach().mean())}
-
-
 def train_conv(
     config: ConvConfig,
     out: str | Path,
@@ -380,81 +366,30 @@ def train_conv(
     Returns the checkpoint dict.
     """
     cfg = config.validate()
-    out = Path(out)
-    with lock(out, "training run"):
-        return _train_conv_locked(cfg, out, resume, stop_after, log)
-
-
-def _train_conv_locked(cfg: ConvConfig, out: Path, resume: bool, stop_after: int | None, log) -> dict:
-    device = torch.device(cfg.device)
-    check_replaceable(out, load_conv_checkpoint)
-    ckpt = None
-    if resume and out.exists():
-        ckpt = load_conv_checkpoint(out)
-        _check_resumable(ckpt, cfg, out)
-        if ckpt.get("complete"):
+    with open_run(out, cfg, load_conv_checkpoint, resume) as ckpt:
+        if ckpt is not None and ckpt.get("complete"):
             return ckpt
-    total = cfg.steps
-    with torch_settings(cfg.threads):
-        model = build_conv_model(asdict(cfg)).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.warmup, cfg.min_lr_factor))
-        images = nd.cached_dataset("Train400", cfg.train_images)
-        pool = nd.random_patches(images, cfg.pool_size, cfg.crop, torch.Generator().manual_seed(cfg.seed))
-        pool = pool.reshape(cfg.pool_size, 1, cfg.crop, cfg.crop).to(device)
-        gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
-        step, history, elapsed = 0, [], 0.0
-        loss_sum, loss_count = 0.0, 0
-        if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            gen.set_state(ckpt["generator"])
-            step, history, elapsed = int(ckpt["step"]), list(ckpt["history"]), float(ckpt["elapsed_s"])
-            loss_sum, loss_count = float(ckpt.get("loss_sum", 0.0)), int(ckpt.get("loss_count", 0))
-        end = total if stop_after is None else min(total, stop_after)
-        t0 = time.perf_counter()
-        log_every = max(1, total // 4)
+        device = torch.device(cfg.device)
+        with torch_settings(cfg.threads):
+            model = build_conv_model(asdict(cfg)).to(device)
+            opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+            images = nd.cached_dataset("Train400", cfg.train_images)
+            pool = nd.random_patches(images, cfg.pool_size, cfg.crop, torch.Generator().manual_seed(cfg.seed))
+            pool = pool.reshape(cfg.pool_size, 1, cfg.crop, cfg.crop).to(device)
 
-        def state(complete: bool) -> dict:
-            return {
-                "format": CONV_CHECKPOINT_FORMAT, "version": CONV_CHECKPOINT_VERSION, "config": asdict(cfg),
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "generator": gen.get_state(), "step": step, "total_steps": total, "history": history,
-                "elapsed_s": elapsed + (time.perf_counter() - t0), "complete": complete,
-                "loss_sum": loss_sum, "loss_count": loss_count, "torch_version": str(torch.__version__),
-            }
+            def batch(gen: torch.Generator) -> tuple[Tensor, Tensor]:
+                idx = torch.randint(cfg.pool_size, (cfg.batch_size,), generator=gen).to(device)
+                clean = pool[idx]
+                noise = torch.randn(clean.shape, generator=gen).to(device)
+                return clean + (cfg.sigma / 255.0) * noise, clean
 
-        model.train()
-        while step < end:
-            idx = torch.randint(cfg.pool_size, (cfg.batch_size,), generator=gen).to(device)
-            clean = pool[idx]
-            noise = torch.randn(clean.shape, generator=gen).to(device)
-            loss = torch.mean((model(clean + (cfg.sigma / 255.0) * noise) - clean) ** 2)
-            check_finite_loss(loss, step, out)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            loss_sum += float(loss.detach())
-            loss_count += 1
-            if step % log_every == 0 or step == total:
-                mse = loss_sum / max(loss_count, 1)
-                entry = {"step": step, "train_mse": mse, "train_psnr": -10 * math.log10(max(mse, 1e-12)),
-                         "lr": sched.get_last_lr()[0], "time_s": elapsed + time.perf_counter() - t0,
-                         **_learned(model)}
-                history.append(entry)
-                loss_sum, loss_count = 0.0, 0
-                if log:
-                    log(f"  conv {cfg.activation}: step {step}/{total} train_psnr {entry['train_psnr']:.2f}")
-            if step % cfg.checkpoint_every == 0 and step < end:
-                check_finite_weights(model, step, out)
-                save_atomic(state(False), out)
-        check_finite_weights(model, step, out)
-        final = state(step >= total)
-        save_atomic(final, out)
-        return final
+            return fit(model, opt, batch, torch.Generator().manual_seed(cfg.seed + 1_000_003), steps=cfg.steps,
+                       warmup=cfg.warmup, min_lr_factor=cfg.min_lr_factor, log_every=max(1, cfg.steps // 4),
+                       describe=model.activation.learned, out=Path(out),
+                       header={"format": CONV_CHECKPOINT_FORMAT, "version": CONV_CHECKPOINT_VERSION,
+                               "config": asdict(cfg)},
+                       checkpoint_every=cfg.checkpoint_every, resume=ckpt, stop_after=stop_after,
+                       progress=bool(cfg.progress), label=f"conv {cfg.activation}", log=log)
 
 
 def load_conv_checkpoint(path: str | Path) -> dict:
@@ -481,9 +416,4 @@ def load_conv_denoiser(path: str | Path, *, ckpt: dict | None = None) -> ConvAE:
 
 def strip_conv_optimizer(path: str | Path) -> None:
     """Drop the optimizer state of a finished conv checkpoint (smaller; loadable, not resumable)."""
-    ckpt = load_conv_checkpoint(path)
-    if not ckpt.get("complete"):
-        raise CheckpointError(f"{path} is not a finished run; keep its optimizer state to resume it")
-    ckpt["optimizer"] = None
-    ckpt["scheduler"] = None
-    save_atomic(ckpt, path)
+    strip_optimizer(path, load_conv_checkpoint)

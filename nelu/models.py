@@ -84,8 +84,9 @@ def make_activation(name: str, m: int, *, lam: float | None = None, threshold: f
     * ``"nelu"``: :class:`~nelu.nn.NeLU` (exact solver, non-negative codes), one
       learned ``lam``, initial ``lam`` or :func:`default_nelu_lam`.
 
-    >>> make_activation("nelu", 256)
-    NeLU(lam=0.2082, nonneg=True, method='exact')
+    >>> act = make_activation("nelu", 256)
+    >>> type(act).__name__, round(act.learned()["lam"], 4), act.nonneg
+    ('ParametrizedNeLU', 0.2081, True)
     """
     if name == "relu":
         return ShiftedReLU(m, threshold=threshold)

@@ -82,6 +82,15 @@ class NeLU(nn.Module):
     def forward(self, u: Tensor) -> Tensor:
         return F.nelu(u, self.lam, nonneg=self.nonneg, method=self.method, iters=self.iters)
 
+    def learned(self) -> dict:
+        """What training learns, for logs and results: ``{"lam": value}`` (a list if ``lam`` is a vector).
+
+        >>> NeLU(lam=0.25).learned()
+        {'lam': 0.25}
+        """
+        lam = self.lam.detach()
+        return {"lam": float(lam) if lam.numel() == 1 else lam.tolist()}
+
     def extra_repr(self) -> str:
         lam = self.lam.detach()
         lam_txt = f"{lam.item():.4g}" if lam.numel() == 1 else f"tensor{tuple(lam.shape)}"
@@ -98,6 +107,14 @@ class _Thresholding(nn.Module):
         if not math.isfinite(threshold):
             raise ValueError(f"threshold must be finite, got {threshold}")
         self.threshold = nn.Parameter(torch.full((num_features,), float(threshold)))
+
+    def learned(self) -> dict:
+        """What training learns, for logs and results: ``{"threshold_mean": mean of the thresholds}``.
+
+        >>> ShiftedReLU(4, threshold=0.5).learned()
+        {'threshold_mean': 0.5}
+        """
+        return {"threshold_mean": float(self.threshold.detach().mean())}
 
     def extra_repr(self) -> str:
         return f"num_features={self.threshold.numel()}"

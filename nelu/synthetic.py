@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from . import training
 from .models import SparseAE, make_activation
-from .train import torch_settings, lr_factor
+from .training import torch_settings
 
 __all__ = ["SyntheticConfig", "make_dictionary", "dictionary", "sample", "fit", "run_synthetic"]
 
@@ -68,16 +69,13 @@ def fit(activation: str, sigma: float, D0: torch.Tensor, cfg: SyntheticConfig) -
     g_init = torch.Generator().manual_seed(cfg.seed)
     model = SparseAE(cfg.n, cfg.m, make_activation(activation, cfg.m, lam=cfg.nelu_lam), remove_dc=False, generator=g_init)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps, 0.05, 0.02))
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    for _ in range(cfg.steps):
+
+    def batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         x = sample(D0, cfg.batch_size, cfg.k, gen)
-        y = x + sigma * torch.randn(x.shape, generator=gen)
-        loss = torch.mean((model(y) - x) ** 2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        return x + sigma * torch.randn(x.shape, generator=gen), x
+
+    training.fit(model, opt, batch, torch.Generator().manual_seed(cfg.seed + 1), steps=cfg.steps, warmup=0.05,
+                 min_lr_factor=0.02)
     return model.eval()
 
 

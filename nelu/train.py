@@ -1,14 +1,14 @@
-"""Training and evaluation of the patch auto-encoders.
+"""Training of the patch auto-encoders: :class:`TrainConfig` and :func:`train`.
 
 :func:`train` fits a :class:`~nelu.models.SparseAE` to denoise ``patch`` x ``patch``
-patches of Train400:
+patches of Train400 with the engine :func:`nelu.training.fit`:
 
 * a pool of ``pool_size`` clean patches is drawn once (vectorized, seeded) and
   kept in memory; each step draws ``batch_size`` of them (with replacement) and
   adds fresh Gaussian noise, at a fixed ``sigma`` or, for blind training, a
   ``sigma`` drawn per sample uniformly from ``sigma_range`` (0-255 scale);
 * loss: mean squared error against the clean patch; AdamW; linear warm-up then
-  cosine decay of the learning rate (:func:`lr_factor`);
+  cosine decay of the learning rate (:func:`nelu.training.lr_factor`);
 * validation: mean PSNR on Set12 at the training ``sigma`` (or the midpoint of
   ``sigma_range``), with noise from a fixed seed, logged in ``history``;
 * checkpoints, written atomically (temporary file in the same folder, fsync,
@@ -24,12 +24,9 @@ their noise, and (fixed, seed-independent) the validation noise.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import os
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,78 +34,33 @@ import torch
 from torch import nn
 
 from . import data as nd
-from .files import FileSafetyError, lock, save_torch
+from . import training
 from .evaluation import noise_seed
 from .metrics import psnr
 from .models import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
-    CheckpointError,
     PatchDenoiser,
     build_model,
     check_model_config,
     load_checkpoint,
 )
+from .training import (
+    MAX_STEPS,
+    MAX_THREADS,
+    ConfigError,
+    check_device,
+    check_number,
+    fit,
+    memory_limit_bytes,
+    open_run,
+    torch_settings,
+)
 
-__all__ = [
-    "ConfigError",
-    "TrainConfig",
-    "train",
-    "lr_factor",
-    "save_atomic",
-    "torch_settings",
-]
+__all__ = ["ConfigError", "TrainConfig", "train", "strip_optimizer", "VAL_NOISE_SEED", "MAX_THREADS"]
 
 #: Seed of the validation noise: the same for every model, independent of ``seed``.
 VAL_NOISE_SEED = 20240601
-
-#: Config fields that do not change the numbers a run produces (free to differ on resume).
-RUNTIME_FIELDS = ("device", "progress", "threads", "checkpoint_every")
-#: Longest run accepted (steps), and most torch threads.
-MAX_STEPS = 10**8
-MAX_THREADS = 1024
-
-
-class ConfigError(ValueError):
-    """An invalid training configuration (unknown activation, negative sigma, ...)."""
-
-
-class TrainingDiverged(ConfigError):
-    """The loss became NaN or infinite (learning rate too high, ...); the last checkpoint is kept."""
-
-
-def _finite(name: str, value, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > lo if lo_open else value >= lo) and value <= hi
-    if not ok:
-        low = f"> {lo:g}" if lo_open else f">= {lo:g}"
-        high = f" and <= {hi:g}" if math.isfinite(hi) else ""
-        raise ConfigError(f"{name} must be a finite number {low}{high}, got {value!r}")
-
-
-def check_device(name: str) -> str:
-    """``name`` if it is a usable torch device (cpu, cuda[:N] with CUDA present, mps); else ConfigError."""
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"invalid device {name!r}: {' '.join(str(exc).split())}") from None
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"device {name!r} cannot train or evaluate; use cpu, cuda or mps")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"device {name!r} requested but there are {torch.cuda.device_count()} CUDA devices")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {name!r} requested but MPS is not available")
-    return name
-
-
-def memory_limit_bytes() -> int | None:
-    """Physical memory of this machine in bytes (None where it cannot be read)."""
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 @dataclass
@@ -165,16 +117,16 @@ class TrainConfig:
         if (self.sigma is None) == (self.sigma_range is None):
             raise ConfigError("give exactly one of sigma and sigma_range")
         if self.sigma is not None:
-            _finite("sigma (0-255 scale)", self.sigma, 0, nd.MAX_SIGMA)
+            check_number("sigma (0-255 scale)", self.sigma, 0, nd.MAX_SIGMA)
         if self.sigma_range is not None:
             if len(self.sigma_range) != 2:
                 raise ConfigError(f"sigma_range must be (lo, hi), got {self.sigma_range!r}")
             lo, hi = self.sigma_range
-            _finite("sigma range lo (0-255 scale)", lo, 0, nd.MAX_SIGMA)
-            _finite("sigma range hi (0-255 scale)", hi, 0, nd.MAX_SIGMA)
+            check_number("sigma range lo (0-255 scale)", lo, 0, nd.MAX_SIGMA)
+            check_number("sigma range hi (0-255 scale)", hi, 0, nd.MAX_SIGMA)
             if lo > hi:
                 raise ConfigError(f"sigma range must satisfy lo <= hi, got {lo}, {hi}")
-        _finite("epochs", self.epochs, 0, lo_open=True)
+        check_number("epochs", self.epochs, 0, lo_open=True)
         _ints = {"steps": (1, MAX_STEPS), "batch_size": (1, 2**20), "pool_size": (1, 10**9),
                  "threads": (1, MAX_THREADS), "val_stride": (1, self.patch), "checkpoint_every": (1, MAX_STEPS),
                  "val_every": (0, MAX_STEPS), "train_images": (1, 10**6), "val_images": (0, 10**6)}
@@ -186,12 +138,12 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be an integer in [{lo_i}, {hi_i}], got {value!r}")
         if self.total_steps > MAX_STEPS:
             raise ConfigError(f"the run would take {self.total_steps} steps; at most {MAX_STEPS} are allowed")
-        _finite("lr", self.lr, 0, 10.0, lo_open=True)
-        _finite("weight_decay", self.weight_decay, 0, 10.0)
-        _finite("warmup (a fraction)", self.warmup, 0, 1)
+        check_number("lr", self.lr, 0, 10.0, lo_open=True)
+        check_number("weight_decay", self.weight_decay, 0, 10.0)
+        check_number("warmup (a fraction)", self.warmup, 0, 1)
         if self.warmup >= 1:
             raise ConfigError(f"warmup is a fraction in [0, 1), got {self.warmup}")
-        _finite("min_lr_factor", self.min_lr_factor, 0, 1)
+        check_number("min_lr_factor", self.min_lr_factor, 0, 1)
         check_device(self.device)
         need, have = self.memory_bytes(), memory_limit_bytes()
         if have is not None and need > 0.75 * have:
@@ -236,34 +188,6 @@ class TrainConfig:
 # ----------------------------------------------------------------------------- helpers
 
 
-def lr_factor(step: int, total: int, warmup: float, min_factor: float) -> float:
-    """Learning-rate multiplier at ``step``: linear warm-up over ``warmup * total`` steps, then cosine."""
-    w = int(warmup * total)
-    if step < w:
-        return (step + 1) / w
-    progress = (step - w) / max(1, total - w)
-    return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def save_atomic(obj, path: str | Path) -> None:
-    """``torch.save`` atomically: :func:`nelu.files.save_torch` (kept here for old imports)."""
-    save_torch(obj, path)
-
-
-@contextlib.contextmanager
-def torch_settings(threads: int):
-    """Deterministic algorithms and a fixed thread count for the duration, restored after."""
-    old_threads = torch.get_num_threads()
-    old_det = torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(old_det)
-        torch.set_num_threads(old_threads)
-
-
 def _validation_set(cfg: TrainConfig) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     if cfg.val_images == 0:
         return [], []
@@ -287,32 +211,6 @@ def _validate(model: nn.Module, cfg: TrainConfig, clean, noisy, device) -> float
 # ------------------------------------------------------------------------------ train
 
 
-def _check_resumable(ckpt: dict, cfg: TrainConfig, out: Path) -> None:
-    saved = dict(ckpt["config"])
-    now = asdict(cfg)
-    diffs = [
-        f"{k}: {saved.get(k)!r} in the checkpoint, {now[k]!r} now"
-        for k in now
-        if k not in RUNTIME_FIELDS and _norm(saved.get(k)) != _norm(now[k])
-    ]
-    if diffs:
-        raise CheckpointError(f"cannot resume {out}: the config differs ({'; '.join(diffs)})")
-    if ckpt.get("optimizer") is None and not ckpt.get("complete"):
-        raise CheckpointError(f"cannot resume {out}: it holds no optimizer state")
-
-
-def _norm(v):
-    return list(v) if isinstance(v, tuple) else v
-
-
-def config_matches(saved: dict, cfg: TrainConfig) -> bool:
-    """Whether a checkpoint's config equals ``cfg`` up to :data:`RUNTIME_FIELDS`."""
-    now = asdict(cfg)
-    return set(saved) == set(now) and all(
-        _norm(saved[k]) == _norm(now[k]) for k in now if k not in RUNTIME_FIELDS
-    )
-
-
 def train(
     config: TrainConfig,
     out: str | Path,
@@ -321,13 +219,14 @@ def train(
     stop_after: int | None = None,
     log=None,
 ) -> dict:
-    """Train the auto-encoder described by ``config``; write the checkpoint ``out``.
+    """Train the auto-encoder described by ``config`` with :func:`nelu.training.fit`; write ``out``.
 
     Args:
         config: the run (validated here; :class:`ConfigError` if invalid).
-        out: checkpoint path (``.pt``); written atomically, also during training.
+        out: checkpoint path (``.pt``); written atomically, also during training. Another
+            run on the same path, or an existing file that is not a checkpoint, is refused.
         resume: continue from ``out`` if it exists (its config must match, up to
-            :data:`RUNTIME_FIELDS`); a finished run is returned as is.
+            :data:`~nelu.training.RUNTIME_FIELDS`); a finished run is returned as is.
         stop_after: stop (after checkpointing) once this many steps are done in
             total: simulates an interruption, for tests.
         log: callable taking a line of text (default: none).
@@ -336,169 +235,46 @@ def train(
         The checkpoint dict (config, history, ``complete``, timings...).
     """
     cfg = config.validate()
-    out = Path(out)
-    with lock(out, "training run"):
-        return _train_locked(cfg, out, resume, stop_after, log)
-
-
-def check_replaceable(out: Path, load) -> None:
-    """Refuse to write a checkpoint over an existing file that is not a checkpoint of this kind.
-
-    ``load`` reads a checkpoint of the kind about to be written (raising
-    :class:`~nelu.models.CheckpointError` otherwise); a missing ``out`` is fine.
-    """
-    if out.is_dir():
-        raise FileSafetyError(f"{out} is a folder; give a checkpoint file path (.pt)")
-    if out.exists():
-        try:
-            load(out)
-        except CheckpointError:
-            raise FileSafetyError(f"{out} exists and is not a checkpoint of this kind; refusing to overwrite it: "
-                                  "choose another output path or remove the file yourself") from None
-
-
-def _train_locked(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, log) -> dict:
-    device = torch.device(cfg.device)
-    check_replaceable(out, load_checkpoint)
-    ckpt = None
-    if resume and out.exists():
-        ckpt = load_checkpoint(out)
-        _check_resumable(ckpt, cfg, out)
-        if ckpt.get("complete"):
+    with open_run(out, cfg, load_checkpoint, resume) as ckpt:
+        if ckpt is not None and ckpt.get("complete"):
             return ckpt
-    total = cfg.total_steps
-    with torch_settings(cfg.threads):
-        model = build_model(asdict(cfg)).to(device)
-        decay, no_decay = [], []
-        for name, p in model.named_parameters():
-            (decay if name.startswith(("encoder", "decoder")) else no_decay).append(p)
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr,
-        )
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: lr_factor(s, total, cfg.warmup, cfg.min_lr_factor)
-        )
-        images = nd.cached_dataset("Train400", cfg.train_images)
-        pool_gen = torch.Generator().manual_seed(cfg.seed)
-        pool = nd.random_patches(images, cfg.pool_size, cfg.patch, pool_gen).to(device)
-        gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
-        step, history, elapsed = 0, [], 0.0
-        loss_sum, loss_count = 0.0, 0
-        if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            gen.set_state(ckpt["generator"])
-            step, history, elapsed = int(ckpt["step"]), list(ckpt["history"]), float(ckpt["elapsed_s"])
-            # The running sums of the history entry in progress (absent in checkpoints before 2026-12).
-            loss_sum, loss_count = float(ckpt.get("loss_sum", 0.0)), int(ckpt.get("loss_count", 0))
-        val_clean, val_noisy = _validation_set(cfg)
-        n = cfg.patch**2
-        lo, hi = (cfg.sigma, cfg.sigma) if cfg.sigma is not None else cfg.sigma_range
-        progress = sys.stderr.isatty() if cfg.progress is None else cfg.progress
-        bar = None
-        if progress:
-            from tqdm import tqdm
+        device = torch.device(cfg.device)
+        with torch_settings(cfg.threads):
+            model = build_model(asdict(cfg)).to(device)
+            decay, no_decay = [], []
+            for name, p in model.named_parameters():
+                (decay if name.startswith(("encoder", "decoder")) else no_decay).append(p)
+            opt = torch.optim.AdamW(
+                [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                lr=cfg.lr,
+            )
+            images = nd.cached_dataset("Train400", cfg.train_images)
+            pool = nd.random_patches(images, cfg.pool_size, cfg.patch, torch.Generator().manual_seed(cfg.seed))
+            pool = pool.to(device)
+            val_clean, val_noisy = _validation_set(cfg)
+            n = cfg.patch**2
+            lo, hi = (cfg.sigma, cfg.sigma) if cfg.sigma is not None else cfg.sigma_range
 
-            bar = tqdm(total=total, initial=step, desc=f"{cfg.activation} sigma={cfg.sigma or cfg.sigma_range}",
-                       dynamic_ncols=True, leave=False)
-        end = total if stop_after is None else min(total, stop_after)
-        t0 = time.perf_counter()
+            def batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                idx = torch.randint(cfg.pool_size, (cfg.batch_size,), generator=gen).to(device)
+                clean = pool[idx]
+                u = torch.rand(cfg.batch_size, 1, generator=gen)
+                sig = (lo + (hi - lo) * u).to(device) / 255.0  # a level per sample (blind) or the fixed one
+                return clean + sig * torch.randn(cfg.batch_size, n, generator=gen).to(device), clean
 
-        def state(complete: bool) -> dict:
-            return {
-                "format": CHECKPOINT_FORMAT,
-                "version": CHECKPOINT_VERSION,
-                "config": asdict(cfg),
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "step": step,
-                "total_steps": total,
-                "history": history,
-                "elapsed_s": elapsed + (time.perf_counter() - t0),
-                "complete": complete,
-                "loss_sum": loss_sum,
-                "loss_count": loss_count,
-                "torch_version": str(torch.__version__),
-            }
+            def describe() -> dict:
+                return {"val_psnr": _validate(model, cfg, val_clean, val_noisy, device),
+                        **model.activation.learned()}
 
-        model.train()
-        while step < end:
-            idx = torch.randint(cfg.pool_size, (cfg.batch_size,), generator=gen).to(device)
-            clean = pool[idx]
-            u = torch.rand(cfg.batch_size, 1, generator=gen)
-            sig = (lo + (hi - lo) * u).to(device) / 255.0
-            noisy = clean + sig * torch.randn(cfg.batch_size, n, generator=gen).to(device)
-            loss = torch.mean((model(noisy) - clean) ** 2)
-            check_finite_loss(loss, step, out)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            loss_sum += float(loss.detach())
-            loss_count += 1
-            if bar is not None:
-                bar.update(1)
-            validate_now = (cfg.val_every and step % cfg.val_every == 0) or step == total
-            if validate_now:
-                model.eval()
-                val = _validate(model, cfg, val_clean, val_noisy, device)
-                model.train()
-                entry = {
-                    "step": step,
-                    "train_mse": loss_sum / max(loss_count, 1),
-                    "train_psnr": -10 * math.log10(max(loss_sum / max(loss_count, 1), 1e-12)),
-                    "val_psnr": val,
-                    "lr": sched.get_last_lr()[0],
-                    "time_s": elapsed + time.perf_counter() - t0,
-                }
-                act = model.activation
-                if hasattr(act, "lam"):
-                    entry["lam"] = float(act.lam.detach())
-                else:
-                    entry["threshold_mean"] = float(act.threshold.detach().mean())
-                history.append(entry)
-                loss_sum, loss_count = 0.0, 0
-                if bar is not None:
-                    bar.set_postfix(val_psnr=f"{val:.2f}" if val is not None else "-")
-                if log:
-                    log(f"  step {step}/{total} train_psnr {entry['train_psnr']:.2f} val_psnr {val}")
-            if step % cfg.checkpoint_every == 0 and step < end:
-                check_finite_weights(model, step, out)
-                save_atomic(state(False), out)
-        if bar is not None:
-            bar.close()
-        check_finite_weights(model, step, out)
-        final = state(step >= total)
-        save_atomic(final, out)
-        return final
-
-
-def check_finite_loss(loss: torch.Tensor, step: int, out: Path) -> None:
-    """Raise :class:`TrainingDiverged` if ``loss`` is NaN or infinite (before the update is applied)."""
-    if not torch.isfinite(loss.detach()).all():
-        raise TrainingDiverged(f"training diverged at step {step + 1}: the loss is {float(loss.detach())}; "
-                               f"lower the learning rate (the last good checkpoint, if any, is kept in {out})")
-
-
-def check_finite_weights(model: nn.Module, step: int, out: Path) -> None:
-    """Raise :class:`TrainingDiverged` if a parameter holds NaN or inf (checked before every save)."""
-    for name, p in model.named_parameters():
-        if not torch.isfinite(p.detach()).all():
-            raise TrainingDiverged(f"training diverged at step {step}: {name} is not finite; lower the learning "
-                                   f"rate or the weight decay (the last good checkpoint, if any, is kept in {out})")
+            return fit(model, opt, batch, torch.Generator().manual_seed(cfg.seed + 1_000_003),
+                       steps=cfg.total_steps, warmup=cfg.warmup, min_lr_factor=cfg.min_lr_factor,
+                       log_every=cfg.val_every, describe=describe, out=Path(out),
+                       header={"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": asdict(cfg)},
+                       checkpoint_every=cfg.checkpoint_every, resume=ckpt, stop_after=stop_after,
+                       progress=sys.stderr.isatty() if cfg.progress is None else cfg.progress,
+                       label=f"{cfg.activation} sigma={cfg.sigma or cfg.sigma_range}", log=log)
 
 
 def strip_optimizer(path: str | Path) -> None:
     """Drop the optimizer state of a *finished* checkpoint (3x smaller; still loadable, not resumable)."""
-    ckpt = load_checkpoint(path)
-    if not ckpt.get("complete"):
-        raise CheckpointError(f"{path} is not a finished run; keep its optimizer state to resume it")
-    ckpt["optimizer"] = None
-    ckpt["scheduler"] = None
-    save_atomic(ckpt, path)
+    training.strip_optimizer(path, load_checkpoint)

@@ -14,6 +14,7 @@ from nelu.baselines.__main__ import main
 from nelu.data import cached_dataset
 from nelu.evaluation import evaluate_images, noisy_image
 from nelu.experiments import baselines as experiment
+from nelu.training import train_or_reuse
 
 pytestmark = pytest.mark.skipif(
     not os.path.isdir(os.environ.get("NELU_DATA") or "/nonexistent"),
@@ -75,13 +76,15 @@ def test_dncnn_is_residual():
 
 def test_train_dncnn_deterministic_and_reused(tmp_path):
     cfg = bl.DnCNNConfig(threads=1, **TINY_DNCNN)
-    a = bl.train_dncnn(cfg, tmp_path / "a.pt")
+    a, reused = train_or_reuse(cfg, tmp_path / "a.pt", False, bl.load_dncnn_checkpoint, bl.train_dncnn)
     b = bl.train_dncnn(cfg, tmp_path / "b.pt")
-    assert not a["reused"] and len(a["history"]) == 3
+    assert not reused and len(a["history"]) == 3 and a["complete"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    assert bl.train_dncnn(cfg, tmp_path / "a.pt")["reused"]
+    again, reused = train_or_reuse(cfg, tmp_path / "a.pt", False, bl.load_dncnn_checkpoint, bl.train_dncnn)
+    assert reused and again["optimizer"] is None  # stripped after training
     other = bl.DnCNNConfig(threads=1, **{**TINY_DNCNN, "lr": 2e-3})
-    assert not bl.train_dncnn(other, tmp_path / "a.pt")["reused"]  # config changed: retrained
+    _, reused = train_or_reuse(other, tmp_path / "a.pt", False, bl.load_dncnn_checkpoint, bl.train_dncnn)
+    assert not reused  # config changed: retrained
     model = bl.load_dncnn(tmp_path / "b.pt")
     assert not model.training and model(torch.rand(16, 16)).shape == (16, 16)
     with pytest.raises(ValueError, match="does not exist"):

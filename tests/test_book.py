@@ -56,7 +56,6 @@ BOOK = ROOT / "book"
 TOC = ROOT / "_toc.yml"
 # Generous upper bounds; the whole book currently executes in well under a minute.
 CHAPTER_TIMEOUT_S = 1800
-BUILD_TIMEOUT_S = 3600
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes in the logs of jupyter-book and nbval
 
 
@@ -166,11 +165,6 @@ def test_chapter_runs(path: Path):
     )
     log = ANSI.sub("", f"{proc.stdout[-8000:]}\n{proc.stderr[-2000:]}")
     assert proc.returncode == 0, f"{path.name} failed under nbval (rc={proc.returncode}):\n{log}"
-
-
-def jupyter_book() -> str:
-    exe = Path(sys.executable).with_name("jupyter-book")
-    return str(exe) if exe.exists() else "jupyter-book"
 
 
 @pytest.mark.slow

@@ -23,9 +23,9 @@ from nelu.conv import (
     load_conv_denoiser,
     train_conv,
 )
-from nelu.models import CheckpointError, SparseAE
 from nelu.evaluation import evaluate_images
-from nelu.train import ConfigError
+from nelu.models import CheckpointError, SparseAE
+from nelu.training import ConfigError
 
 needs_data = pytest.mark.skipif(
     not os.path.isdir(os.environ.get("NELU_DATA") or "/nonexistent"),

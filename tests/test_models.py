@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
@@ -15,13 +14,8 @@ from nelu.models import (
     load_denoiser,
     make_activation,
 )
+from nelu.functional import universal_lam
 from nelu.nn import NeLU, ShiftedReLU
-
-needs_data = pytest.mark.skipif(
-    not os.path.isdir(os.environ.get("NELU_DATA") or "/nonexistent"),
-    reason="NELU_DATA is unset or not a folder; set it to the image data folder",
-)
-
 
 @pytest.mark.parametrize("remove_dc", [True, False])
 def test_relu_ae_starts_as_identity(remove_dc):
@@ -50,7 +44,7 @@ def test_dc_is_added_back(act):
 def test_make_activation():
     assert isinstance(make_activation("relu", 8), ShiftedReLU)
     nel = make_activation("nelu", 256)
-    assert isinstance(nel, NeLU) and abs(float(nel.lam.detach()) - 0.2082) < 1e-3
+    assert isinstance(nel, NeLU) and float(nel.lam.detach()) == pytest.approx(universal_lam(256), rel=1e-6)
     with pytest.raises(ValueError, match="unknown activation"):
         make_activation("gelu", 8)
 

@@ -8,9 +8,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nelu.models import CheckpointError, load_checkpoint, load_denoiser
 from nelu.evaluation import evaluate_images
-from nelu.train import ConfigError, TrainConfig, lr_factor, save_atomic, train
+from nelu.files import save_torch as save_atomic
+from nelu.models import CheckpointError, load_checkpoint, load_denoiser
+from nelu.train import TrainConfig, train
+from nelu.training import ConfigError, lr_factor
 
 pytestmark = pytest.mark.skipif(
     not os.path.isdir(os.environ.get("NELU_DATA") or "/nonexistent"),
@@ -149,14 +151,18 @@ def test_checkpoints_store_a_plain_version_string(tmp_path):
 
 
 def test_non_finite_weights_stop_training_before_they_are_saved(tmp_path):
-    from nelu.train import TrainingDiverged, check_finite_weights
+    from nelu.training import TrainingDiverged, fit
 
     model = torch.nn.Linear(2, 2)
-    check_finite_weights(model, 1, tmp_path / "x.pt")
-    with torch.no_grad():
-        model.weight[0, 0] = float("inf")
-    with pytest.raises(TrainingDiverged, match="weight is not finite"):
-        check_finite_weights(model, 1, tmp_path / "x.pt")
+    opt = torch.optim.SGD(model.parameters(), lr=1e30)  # the first step sends the weights to inf
+
+    def batch(gen):
+        x = torch.randn(4, 2, generator=gen) * 1e10
+        return x, -x
+
+    with pytest.raises(TrainingDiverged, match="not finite|the loss is"):
+        fit(model, opt, batch, torch.Generator().manual_seed(0), steps=5, out=tmp_path / "x.pt", checkpoint_every=1)
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_memory_is_checked_before_allocation():

@@ -8,7 +8,7 @@
   *residual learning* (the network predicts the noise; the output is ``y - net(y)``),
   trained at one sigma on random Train400 patches with fresh noise per batch
   (:func:`train_dncnn`: MSE, Adam, warm-up + cosine schedule of
-  :func:`nelu.train.lr_factor`; the checkpoint is written atomically and reused when its
+  :func:`nelu.training.lr_factor`; the checkpoint is written atomically and reused when its
   config matches).
 
 The experiment that measures them on BSD68 is :mod:`nelu.experiments.baselines`
@@ -31,17 +31,9 @@ from torch import nn
 from .. import data as nd
 from ..data import cached_dataset
 from ..evaluation import noisy_image
-from ..files import lock
 from ..metrics import psnr, ssim
 from ..models import CheckpointError, read_checkpoint
-from ..train import (
-    check_finite_loss,
-    check_finite_weights,
-    check_replaceable,
-    lr_factor,
-    save_atomic,
-    torch_settings,
-)
+from ..training import fit, open_run, torch_settings
 
 __all__ = [
     "PUBLISHED_BM3D_BSD68",
@@ -55,6 +47,7 @@ __all__ = [
     "bm3d_run",
     "train_dncnn",
     "load_dncnn",
+    "load_dncnn_checkpoint",
 ]
 
 #: Published mean PSNR (dB) of BM3D on BSD68, by sigma (Zhang et al. 2017, Table II).
@@ -224,83 +217,58 @@ class SmallDnCNN(nn.Module):
         return f"depth={self.depth}, channels={self.channels}, batch_norm={self.batch_norm}"
 
 
-def _config_matches(saved: dict, cfg: DnCNNConfig) -> bool:
-    now = asdict(cfg)
-    return set(saved) == set(now) and all(saved[k] == now[k] for k in now if k != "threads")
+def load_dncnn_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint written by :func:`train_dncnn` and check its config (before allocating)."""
+    ck = read_checkpoint(path, DNCNN_FORMAT, DNCNN_VERSION, "DnCNN")
+    try:
+        DnCNNConfig(**ck["config"]).validate()
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid DnCNN config: {' '.join(str(exc).split())}") from None
+    return ck
 
 
-def train_dncnn(cfg: DnCNNConfig, out: str | Path, *, reuse: bool = True, log=None) -> dict:
-    """Train :class:`SmallDnCNN` at ``cfg.sigma`` on Train400 patches; write the checkpoint ``out``.
+def train_dncnn(cfg: DnCNNConfig, out: str | Path, resume: bool = False, *, stop_after: int | None = None,
+                log=None) -> dict:
+    """Train :class:`SmallDnCNN` at ``cfg.sigma`` on Train400 patches with :func:`nelu.training.fit`.
 
     Deterministic given ``cfg.seed`` (initialization, the patch pool, batches, flips and
-    noise all come from seeded generators; deterministic algorithms on). With ``reuse``,
-    a finished checkpoint whose config matches (up to ``threads``) is returned as is.
+    noise all come from seeded generators; deterministic algorithms on). The checkpoint
+    ``out`` is written at the end; ``resume`` returns it if it is finished. For reuse
+    across runs see :func:`nelu.training.train_or_reuse`.
     """
     cfg.validate()
-    out = Path(out)
-    with lock(out, "DnCNN training run"):
-        return _train_dncnn_locked(cfg, out, reuse, log)
+    with open_run(out, cfg, load_dncnn_checkpoint, resume) as ckpt:
+        if ckpt is not None and ckpt.get("complete"):
+            return ckpt
+        with torch_settings(cfg.threads):
+            torch.manual_seed(cfg.seed)  # initialization of the conv layers
+            model = SmallDnCNN(cfg.depth, cfg.channels, cfg.batch_norm)
+            opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+            images = cached_dataset("Train400", cfg.train_images)
+            pool = nd.random_patches(images, cfg.pool_size, cfg.patch, torch.Generator().manual_seed(cfg.seed))
+            pool = pool.reshape(-1, 1, cfg.patch, cfg.patch)
 
+            def batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                clean = pool[torch.randint(cfg.pool_size, (cfg.batch_size,), generator=gen)]
+                if cfg.augment:  # one of the 8 flips/rotations per batch
+                    k = torch.randint(8, (1,), generator=gen).item() // 2
+                    flip = torch.randint(2, (1,), generator=gen).item()
+                    clean = torch.rot90(clean, k, dims=(2, 3))
+                    clean = clean.flip(3) if flip else clean
+                return clean + cfg.sigma / 255.0 * torch.randn(clean.shape, generator=gen), clean
 
-def _train_dncnn_locked(cfg: DnCNNConfig, out: Path, reuse: bool, log) -> dict:
-    check_replaceable(out, lambda p: read_checkpoint(p, DNCNN_FORMAT, DNCNN_VERSION, "DnCNN"))
-    if reuse and out.is_file():
-        try:
-            ck = read_checkpoint(out, DNCNN_FORMAT, DNCNN_VERSION, "DnCNN")
-            if ck.get("complete") and _config_matches(ck["config"], cfg):
-                ck["reused"] = True
-                return ck
-        except CheckpointError:  # unreadable or from other code: retrain
-            pass
-    with torch_settings(cfg.threads):
-        torch.manual_seed(cfg.seed)  # initialization of the conv layers
-        model = SmallDnCNN(cfg.depth, cfg.channels, cfg.batch_norm)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: lr_factor(s, cfg.steps, cfg.warmup, cfg.min_lr_factor))
-        images = cached_dataset("Train400", cfg.train_images)
-        pool = nd.random_patches(images, cfg.pool_size, cfg.patch, torch.Generator().manual_seed(cfg.seed))
-        pool = pool.reshape(-1, 1, cfg.patch, cfg.patch)
-        gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
-        history, t0, loss_sum, count = [], time.perf_counter(), 0.0, 0
-        model.train()
-        for step in range(1, cfg.steps + 1):
-            clean = pool[torch.randint(cfg.pool_size, (cfg.batch_size,), generator=gen)]
-            if cfg.augment:
-                k, flip = torch.randint(8, (1,), generator=gen).item() // 2, torch.randint(2, (1,), generator=gen).item()
-                clean = torch.rot90(clean, k, dims=(2, 3))
-                clean = clean.flip(3) if flip else clean
-            noisy = clean + cfg.sigma / 255.0 * torch.randn(clean.shape, generator=gen)
-            loss = torch.mean((model(noisy) - clean) ** 2)
-            check_finite_loss(loss, step - 1, out)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum, count = loss_sum + float(loss.detach()), count + 1
-            if step % max(1, cfg.steps // 10) == 0 or step == cfg.steps:
-                mse = loss_sum / count
-                history.append({"step": step, "train_mse": mse, "train_psnr": -10 * math.log10(max(mse, 1e-12)),
-                                "lr": sched.get_last_lr()[0], "time_s": time.perf_counter() - t0})
-                loss_sum, count = 0.0, 0
-                if log:
-                    log(f"dncnn: step {step}/{cfg.steps}, train PSNR {history[-1]['train_psnr']:.2f} dB, "
-                        f"{history[-1]['time_s']:.0f}s")
-        model.eval()
-        check_finite_weights(model, cfg.steps, out)
-        ck = {"format": DNCNN_FORMAT, "version": DNCNN_VERSION, "config": asdict(cfg), "model": model.state_dict(),
-              "step": cfg.steps, "history": history, "elapsed_s": time.perf_counter() - t0, "complete": True,
-              "torch_version": str(torch.__version__)}
-    save_atomic(ck, out)
-    ck["reused"] = False
-    return ck
+            return fit(model, opt, batch, torch.Generator().manual_seed(cfg.seed + 1_000_003), steps=cfg.steps,
+                       warmup=cfg.warmup, min_lr_factor=cfg.min_lr_factor, log_every=max(1, cfg.steps // 10),
+                       out=Path(out), header={"format": DNCNN_FORMAT, "version": DNCNN_VERSION,
+                                              "config": asdict(cfg)},
+                       stop_after=stop_after, label="dncnn", log=log)
 
 
 def load_dncnn(path: str | Path) -> SmallDnCNN:
     """The :class:`SmallDnCNN` of a checkpoint written by :func:`train_dncnn`, in eval mode."""
-    ck = read_checkpoint(path, DNCNN_FORMAT, DNCNN_VERSION, "DnCNN")
-    try:  # before anything is allocated
-        cfg = DnCNNConfig(**ck["config"]).validate()
+    ck = load_dncnn_checkpoint(path)
+    try:
+        cfg = DnCNNConfig(**ck["config"])
         model = SmallDnCNN(cfg.depth, cfg.channels, bool(cfg.batch_norm))
         model.load_state_dict(ck["model"])
     except (TypeError, ValueError, RuntimeError, KeyError) as exc:

@@ -39,6 +39,7 @@ from ..baselines import (
     bm3d_run,
     center_crop,
     load_dncnn,
+    load_dncnn_checkpoint,
     require_bm3d,
     train_dncnn,
 )
@@ -46,6 +47,7 @@ from ..data import cached_dataset, dataset_names
 from ..evaluation import evaluate_images, median_time, noisy_image
 from ..metrics import psnr, ssim
 from ..models import load_denoiser
+from ..training import train_or_reuse
 from .common import TEST_SIGMAS, Context, ExperimentError, git_commit, mean
 
 __all__ = ["PROFILES", "run"]
@@ -217,7 +219,7 @@ def run(ctx: Context) -> dict:
     cfg = DnCNNConfig(sigma=FIXED_SIGMA, seed=seed, threads=threads, **prof["dncnn"])
     ck_path = out / f"dncnn_sigma{cfg.sigma:g}.pt"
     t = time.perf_counter()
-    ck = train_dncnn(cfg, ck_path, reuse=not fresh, log=log)
+    ck, reused = train_or_reuse(cfg, ck_path, fresh, load_dncnn_checkpoint, train_dncnn)
     timings["dncnn_train_s"] = time.perf_counter() - t
     dncnn = load_dncnn(ck_path)
     dn_idx = _indices(prof["dncnn_images"], len(images))  # None or a count: the first N images
@@ -255,7 +257,7 @@ def run(ctx: Context) -> dict:
     result = {
         "meta": meta,
         "bm3d": {"check": check, "sweep": sweep, "cost": cost},
-        "dncnn": {"config": asdict(cfg), "checkpoint": ck_path.name, "reused_checkpoint": ck.get("reused", False),
+        "dncnn": {"config": asdict(cfg), "checkpoint": ck_path.name, "reused_checkpoint": reused,
                   "train_time_s": ck["elapsed_s"], "steps": ck["step"], "history": ck["history"],
                   "summary": dn_summary},
         "timing": timing,

@@ -16,16 +16,9 @@ import torch
 from ..data import cached_dataset, dataset_names
 from ..evaluation import evaluate_images, median_time
 from ..models import load_checkpoint, load_denoiser
-from ..train import TrainConfig, strip_optimizer, train
-from .common import (
-    TEST_SIGMAS,
-    Context,
-    fmt_sigma,
-    mean,
-    std,
-    timing_probe,
-    train_or_reuse,
-)
+from ..train import TrainConfig, train
+from ..training import train_or_reuse
+from .common import TEST_SIGMAS, Context, fmt_sigma, mean, relative_path, std, timing_probe
 
 __all__ = ["PROFILES", "TRAIN_SIGMAS", "BLIND_RANGE", "model_specs", "run"]
 
@@ -43,13 +36,6 @@ PROFILES: dict[str, dict] = {
                             train_images=8, val_images=1, val_every=20, val_stride=4, eval_stride=4),
               "images": 2},
 }
-
-
-def _relative(path, out) -> str:
-    try:
-        return str(path.relative_to(out))
-    except ValueError:
-        return str(path)
 
 
 def model_specs() -> list[dict]:
@@ -85,12 +71,12 @@ def run(ctx: Context) -> dict:
                           seed=seed, threads=threads, progress=False, **prof["train"])
         path = ckdir / f"{spec['name']}.pt"
         t = time.perf_counter()
-        ck, reused = train_or_reuse(cfg, path, fresh, load_checkpoint, train, strip_optimizer)
+        ck, reused = train_or_reuse(cfg, path, fresh, load_checkpoint, train)
         timings["train_s"][spec["name"]] = time.perf_counter() - t
         hist = ck["history"][-1] if ck["history"] else {}
         models[spec["name"]] = {
             **spec,
-            "checkpoint": _relative(path, out),
+            "checkpoint": relative_path(path, out),
             "reused_checkpoint": reused,
             "train_time_s": ck.get("elapsed_s"),
             "steps": ck["step"],

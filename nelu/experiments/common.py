@@ -23,11 +23,9 @@ import torch
 
 from ..data import add_noise
 from ..files import write_csv, write_json
-from ..models import CheckpointError
-from ..train import config_matches
 
 __all__ = ["TEST_SIGMAS", "OUT", "ExperimentError", "Context", "git_commit", "fmt_sigma", "mean", "std",
-           "summary_stats", "timing_probe", "train_or_reuse"]
+           "summary_stats", "timing_probe", "relative_path"]
 
 #: The noise levels (0-255 scale) every BSD68 result is reported at.
 TEST_SIGMAS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 75.0)
@@ -97,6 +95,14 @@ class Context:
         return self.out / name
 
 
+def relative_path(path: Path, out: Path) -> str:
+    """``path`` relative to the results folder ``out`` when inside it (results stay portable)."""
+    try:
+        return str(Path(path).relative_to(out))
+    except ValueError:
+        return str(path)
+
+
 def fmt_sigma(s: float) -> str:
     """``25.0 -> '25'``, ``2.5 -> '2.5'``."""
     return f"{s:g}"
@@ -121,23 +127,6 @@ def summary_stats(res: dict, s: float, keys) -> dict:
         out[f"{k}_mean"] = mean(res[k][s])
         out[f"{k}_std"] = std(res[k][s])
     return out
-
-
-def train_or_reuse(cfg, path: Path, fresh: bool, load, train_fn, strip) -> tuple[dict, bool]:
-    """The finished checkpoint at ``path`` if its config matches ``cfg`` (unless ``fresh``), else train.
-
-    Returns ``(checkpoint, reused)``; a newly trained checkpoint is stripped of its optimizer state.
-    """
-    if not fresh and path.exists():
-        try:
-            ck = load(path)
-            if ck.get("complete") and config_matches(ck["config"], cfg):
-                return ck, True
-        except CheckpointError:
-            pass
-    ck = train_fn(cfg, path, resume=False)
-    strip(path)
-    return ck, False
 
 
 def timing_probe(image: torch.Tensor) -> torch.Tensor:

@@ -15,20 +15,12 @@ from ..conv import (
     ConvConfig,
     load_conv_checkpoint,
     load_conv_denoiser,
-    strip_conv_optimizer,
     train_conv,
 )
 from ..data import cached_dataset, dataset_names
 from ..evaluation import evaluate_images, median_time
-from .bsd68 import _relative
-from .common import (
-    Context,
-    fmt_sigma,
-    mean,
-    summary_stats,
-    timing_probe,
-    train_or_reuse,
-)
+from ..training import train_or_reuse
+from .common import Context, fmt_sigma, mean, relative_path, summary_stats, timing_probe
 
 __all__ = ["PROFILES", "CONV_ACTS", "CONV_TRAIN_SIGMA", "CONV_SIGMAS", "CONV_VARYING_SIGMAS", "run"]
 
@@ -67,13 +59,13 @@ def run(ctx: Context) -> dict:
                          **part["train"])
         path = ckdir / f"{name}.pt"
         t = time.perf_counter()
-        ck, reused = train_or_reuse(cfg, path, fresh, load_conv_checkpoint, train_conv, strip_conv_optimizer)
+        ck, reused = train_or_reuse(cfg, path, fresh, load_conv_checkpoint, train_conv)
         timings["train_s"][name] = time.perf_counter() - t
         hist = ck["history"][-1] if ck["history"] else {}
         n_images = part["global_images"] if act == "nelu-global" else part["images"]
         n_test = len(dataset_names("BSD68", n_images))
         models[name] = {"activation": act, "coeffs": coeffs[act], "train_sigma": CONV_TRAIN_SIGMA,
-                        "checkpoint": _relative(path, out), "reused_checkpoint": reused,
+                        "checkpoint": relative_path(path, out), "reused_checkpoint": reused,
                         "train_time_s": ck.get("elapsed_s"), "steps": ck["step"],
                         "learned_lam": hist.get("lam"), "learned_threshold_mean": hist.get("threshold_mean"),
                         "history": ck["history"], "test_images": n_test,

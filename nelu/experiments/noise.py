@@ -17,8 +17,7 @@ from ..data import cached_dataset, dataset_names
 from ..evaluation import evaluate_images
 from ..metrics import psnr
 from ..models import load_checkpoint, load_denoiser
-from .bsd68 import _relative
-from .common import Context, ExperimentError, fmt_sigma, mean, summary_stats
+from .common import Context, ExperimentError, fmt_sigma, mean, relative_path, summary_stats
 
 __all__ = ["PROFILES", "NOISE_MODELS", "NOISE_SIGMAS", "NOISE_BANDS", "run"]
 
@@ -69,7 +68,7 @@ def run(ctx: Context) -> dict:
         role = "blind" if cfg.get("sigma_range") else "main"
         hist = ck["history"][-1] if ck.get("history") else {}
         models[name] = {"activation": cfg["activation"], "role": role, "train_sigma": cfg.get("sigma"),
-                        "train_range": cfg.get("sigma_range"), "checkpoint": _relative(path, out), "steps": ck.get("step"),
+                        "train_range": cfg.get("sigma_range"), "checkpoint": relative_path(path, out), "steps": ck.get("step"),
                         "learned_lam": hist.get("lam"), "learned_threshold_mean": hist.get("threshold_mean"),
                         "stride": den.stride, "train_config": cfg}
         for kind in nd.NOISE_KINDS:
@@ -94,7 +93,7 @@ def run(ctx: Context) -> dict:
                 ", ".join(f"{fmt_sigma(s)}:{mean(res['psnr'][s]):.2f}" for s in NOISE_SIGMAS))
     timings["total_s"] = time.perf_counter() - t_all
     meta = ctx.meta(profile=profile, seed=seed, threads=threads, eval_noise_seed=seed,
-                 noise_kinds=list(nd.NOISE_KINDS), test_sigmas=list(NOISE_SIGMAS), checkpoints=_relative(ckdir, out),
+                 noise_kinds=list(nd.NOISE_KINDS), test_sigmas=list(NOISE_SIGMAS), checkpoints=relative_path(ckdir, out),
                  bands=f"psnr_band1..{NOISE_BANDS}: PSNR on {NOISE_BANDS} equal vertical strips, left to right "
                        "(the 'varying' noise std grows linearly from 0.5 sigma at the left edge to 1.5 sigma at "
                        "the right)", timings=timings, images=names)
