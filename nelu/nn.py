@@ -82,6 +82,12 @@ class NeLU(nn.Module):
     def forward(self, u: Tensor) -> Tensor:
         return F.nelu(u, self.lam, nonneg=self.nonneg, method=self.method, iters=self.iters)
 
+    pivotal = True  #: the threshold follows the noise by itself (no per-noise-level bias)
+
+    def thresholds(self, u: Tensor) -> Tensor:
+        """The threshold ``tau = lam ||u - z||_2`` this layer applies to each row of ``u``: shape ``(..., 1)``."""
+        return F.sqrt_lasso_threshold(u, self.lam, nonneg=self.nonneg)
+
     def learned(self) -> dict:
         """What training learns, for logs and results: ``{"lam": value}`` (a list if ``lam`` is a vector).
 
@@ -107,6 +113,12 @@ class _Thresholding(nn.Module):
         if not math.isfinite(threshold):
             raise ValueError(f"threshold must be finite, got {threshold}")
         self.threshold = nn.Parameter(torch.full((num_features,), float(threshold)))
+
+    pivotal = False  #: a fixed learned threshold per unit, whatever the noise level
+
+    def thresholds(self, u: Tensor) -> Tensor:
+        """The threshold of each unit, broadcast to the shape of ``u``."""
+        return self.threshold.expand_as(u)
 
     def learned(self) -> dict:
         """What training learns, for logs and results: ``{"threshold_mean": mean of the thresholds}``.
