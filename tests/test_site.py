@@ -3,27 +3,34 @@
 Browser checks (``slow``; they use the one book build of the session, ``book_build`` in
 tests/conftest.py): the HTML is served on 127.0.0.1 by ``http.server`` in a thread and
 opened in Debian's headless ``chromium`` (``--dump-dom`` for the DOM after the page's
-scripts ran, ``--screenshot`` for pictures). Every host but 127.0.0.1 is unresolvable for
-the browser, so the checks never depend on the network. The server adds a small script
-(``PROBE``) to each page that records, after the load event, what only the browser knows:
-the decoded size of each image, whether each solution's body is hidden by the computed
-style, where the figures and exercises are, the page height. On the index page and two
+scripts ran, ``--screenshot`` for pictures). The browser has no network but that server
+(``OFFLINE``: every other host is unresolvable and every other request goes to a dead
+proxy), as in a workshop room without internet, so the checks never depend on the network.
+The server adds a small script (``PROBE``) to each page that records, once the page has
+loaded and MathJax has typeset it, what only the browser knows: the decoded size of each
+image, whether each solution's body is hidden by the computed style, where the figures and
+exercises are, the page height, every resource the page loaded. On the index page and two
 chapters (``SAMPLE_CHAPTERS``: the preface and the square-root lasso) the tests check:
 
 * navigation: the sidebar links every chapter of the toc;
 * figures: every ``img`` of the chapter's output was fetched (HTTP 200), decoded and shown
   by the browser, and is not blank;
-* math: ``div.math`` blocks with the TeX source in MathJax's delimiters, and the MathJax
-  loader and configuration in the page. MathJax itself comes from a CDN in the reader's
-  browser, so offline it does not typeset: the test checks what the page gives MathJax,
-  and reports ``mjx-container`` elements only if they are there;
+* math: typeset offline. MathJax is served with the book (``mathjax_path`` in
+  ``_config.yml``, the file in ``book/_static/mathjax``); the page loads it from there, it
+  ran, every ``div.math`` block and ``span.math`` (in the text and in the sidebars' tables
+  of contents) holds MathJax's output (``mjx-container``), and no TeX delimiter (``\\(``,
+  ``\\[``, ``$$``) is left in the visible text outside code;
 * exercises: as many as the chapter's notebook has, each with its solution in a dropdown
   that the toggle-button script has collapsed (``toggle-hidden``; its body is hidden by the
   computed style) and whose content is in the page; at least one solution holds a code cell;
 * launch buttons: Binder and Colab links to this chapter's notebook, built from the
   repository and branch in ``_config.yml``; repository and issues buttons;
-* every request the browser made for the page's own files succeeded, and nothing else is
-  loaded from the internet except MathJax.
+* every request the browser made for the page's own files succeeded, and nothing at all is
+  loaded from the internet (no external reference in the page, no resource the browser
+  loaded from elsewhere).
+
+``test_math_typesets_from_a_file_url`` opens a chapter as a reader of a copied
+``_build/html`` does (``file://``, no server, no network) and checks its math is typeset.
 
 Screenshots go to ``_build/screenshots/`` (paths printed): the first screen of each page,
 and for chapters the first figure and the exercises. Headless chromium paints only the first
@@ -32,13 +39,15 @@ cropped.
 
 ``chromium`` is installed by ``.ci/run``; without it the browser tests are skipped.
 
-Static checks (fast): the site settings in ``_config.yml`` and the two GitHub workflows
-(``book.yml`` builds and deploys to GitHub Pages, ``reproduce.yml`` reruns the full
-experiments weekly and compares them with the committed results).
+Static checks (fast): the site settings in ``_config.yml``; the bundled MathJax (its
+checksums, its version); and the two GitHub workflows (``book.yml`` builds and deploys to
+GitHub Pages, ``reproduce.yml`` reruns the full experiments weekly and compares them with
+the committed results).
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import os
@@ -61,7 +70,12 @@ CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 REPO_URL = CONFIG["repository"]["url"].rstrip("/")
 BRANCH = CONFIG["repository"].get("branch", "main")
 SCREENSHOTS = ROOT / "_build" / "screenshots"
-MATHJAX = re.compile(r"^https://cdn\.jsdelivr\.net/npm/mathjax@3/es5/tex-mml-chtml\.js$")
+# MathJax, served with the book: the path Sphinx gives it (relative to _static/) and its folder.
+MATHJAX_PATH = CONFIG["sphinx"]["config"]["mathjax_path"]
+MATHJAX_URL_PATH = f"/_static/{MATHJAX_PATH}"
+MATHJAX_DIR = (ROOT / CONFIG["sphinx"]["config"]["html_static_path"][0] / MATHJAX_PATH).parent
+# TeX left untypeset: MathJax's delimiters as Sphinx writes them, and $$ (dollarmath).
+RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\\begin\{")
 CHROMIUM_TIMEOUT_S = 120
 
 NOTEBOOK_CHAPTERS = [f for f in toc_files() if (p := resolve(f)) is not None and p.suffix == ".ipynb"]
@@ -81,10 +95,20 @@ def chromium_exe() -> str | None:
 
 
 # Injected by the test server before </body> of every page: once the page has loaded (images
-# decoded, the theme's and the toggle button's scripts run), it records what only a browser
-# knows in an invisible JSON element, which --dump-dom returns. It changes nothing on screen.
+# decoded, the theme's and the toggle button's scripts run) and MathJax, if the page loads it,
+# has typeset it (MathJax.startup.promise), it records what only a browser knows in an invisible
+# JSON element, which --dump-dom returns. It changes nothing on screen.
 PROBE = """<script>
-window.addEventListener("load", () => {
+window.addEventListener("load", async () => {
+  let mathjax = null;  // MathJax's version once it has typeset the page; null if the page has no MathJax
+  if (window.MathJax) {
+    try {
+      await window.MathJax.startup.promise;
+      mathjax = window.MathJax.version;
+    } catch (err) {
+      mathjax = `failed: ${err}`;  // the configuration is there but MathJax never loaded or failed
+    }
+  }
   const top = (el) => (el ? Math.round(el.getBoundingClientRect().top + window.scrollY) : null);
   const figures = [...document.querySelectorAll("article img")].map((img) => ({
     src: img.getAttribute("src"), natural: [img.naturalWidth, img.naturalHeight],
@@ -98,11 +122,16 @@ window.addEventListener("load", () => {
   out.id = "nelu-test-probe";
   out.textContent = JSON.stringify({height: document.documentElement.scrollHeight, figures,
     solutions_hidden: hidden, exercises_top: top(document.querySelector("article div.exercise")),
-    mathjax_typeset: document.querySelectorAll("mjx-container").length});
+    mathjax, mathjax_typeset: document.querySelectorAll("mjx-container").length,
+    resources: performance.getEntriesByType("resource").map((r) => r.name)});
   document.body.appendChild(out);
 });
 </script>"""
 MAX_SHOT_HEIGHT = 32000  # pixels; a taller page is cut there (figures and exercises below are not shot)
+# No network but 127.0.0.1 (the test server), as in a room without internet: every other host
+# is unresolvable, and every other request (an IP address too) goes to a proxy that is not there.
+OFFLINE = ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+           "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1")
 
 
 class Site:
@@ -146,20 +175,23 @@ class Site:
             self.chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={self.profile}",
-            # No network but this server: the checks must not depend on it (MathJax is from a CDN).
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            "--virtual-time-budget=10000", *args, urljoin(self.base, url),
+            *OFFLINE, "--virtual-time-budget=10000", *args, urljoin(self.base, url),
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_S, check=False)
         assert proc.returncode == 0, f"chromium failed on {url} (rc={proc.returncode}):\n{proc.stderr[-3000:]}"
         return proc.stdout
 
-    def dom(self, url: str) -> tuple[str, dict]:
-        """The DOM after the page's scripts ran, and what the probe measured."""
+    def raw_dom(self, url: str) -> str:
+        """The DOM after the page's scripts ran (``url``: relative to the server, or file://)."""
         dom = self._run(url, "--window-size=1280,1600", "--dump-dom")
         assert "<html" in dom, f"chromium returned no DOM for {url}"
+        return dom
+
+    def dom(self, url: str) -> tuple[str, dict]:
+        """The DOM after the page's scripts ran, and what the probe measured."""
+        dom = self.raw_dom(url)
         probe = soup(dom).find("script", id="nelu-test-probe")
-        assert probe is not None, f"{url}: the page never finished loading (no load event)"
+        assert probe is not None, f"{url}: the page never finished loading (no load event, or MathJax hung)"
         return dom, json.loads(probe.get_text())
 
     def screenshot(self, url: str, path: Path, height: int) -> Image.Image:
@@ -219,32 +251,61 @@ def check_navigation(doc, page: str) -> None:
     assert expected <= linked, f"{page}: sidebar lacks {sorted(expected - linked)}"
 
 
-def check_only_mathjax_is_external(doc, page: str) -> None:
+def check_nothing_is_external(doc, page: str, probe: dict, site: Site) -> None:
+    """No reference in the page to the internet, and no resource the browser loaded from it
+    (it could not have: the network is blocked; a blocked request may still be listed)."""
     external = []
     for tag, attr in (("script", "src"), ("link", "href"), ("img", "src"), ("iframe", "src")):
         for t in doc.find_all(tag):
             ref = t.get(attr)
             if tag == "link" and not ({"stylesheet", "preload", "icon"} & set(t.get("rel") or [])):
                 continue
-            if ref and urlsplit(ref).scheme in ("http", "https") and not MATHJAX.match(ref):
+            if ref and urlsplit(ref).scheme in ("http", "https") and not ref.startswith(site.base):
                 external.append(ref)
     assert not external, f"{page} loads from the internet: {external}"
+    elsewhere = [r for r in probe["resources"] if not r.startswith((site.base, "data:", "blob:"))]
+    assert not elsewhere, f"{page}: the browser requested resources from the internet: {elsewhere}"
 
 
-def check_math(doc, page: str) -> str:
+def visible_text(doc) -> str:
+    """The text a reader sees, MathJax's output and code (cells, outputs, literals) left out."""
+    doc = soup(str(doc))
+    for t in doc.select("script, style, noscript, template, mjx-container, pre, code, .highlight"):
+        t.decompose()
+    return doc.body.get_text(" ") if doc.body else doc.get_text(" ")
+
+
+def check_math(doc, page: str, probe: dict, display: bool = True) -> str:
+    """The page loads the book's own MathJax, which ran and typeset every formula, sidebars included."""
     scripts = [s.get("src", "") for s in doc.find_all("script")]
-    assert any(MATHJAX.match(s) for s in scripts), f"{page}: no MathJax loader"
+    assert any(local_path(page, s) == MATHJAX_URL_PATH for s in scripts), (
+        f"{page}: no MathJax loader {MATHJAX_URL_PATH} (mathjax_path in _config.yml) in {scripts}"
+    )
     config = " ".join(s.get_text() for s in doc.find_all("script") if "window.MathJax" in s.get_text())
     assert "processHtmlClass" in config and "math" in config, f"{page}: no MathJax configuration"
+    assert probe["mathjax"] and not probe["mathjax"].startswith("failed"), (
+        f"{page}: MathJax did not run offline: {probe['mathjax']}"
+    )
     blocks = doc.select("article div.math")
-    assert blocks, f"{page}: no display math"
+    assert blocks or not display, f"{page}: no display math"
     for block in blocks:
         for number in block.select(".eqno"):  # "(12)#" of a numbered equation
             number.extract()
-        text = block.get_text().strip()
-        assert text.startswith("\\[") and text.endswith("\\]") and len(text) > 6, text[:80]
-    typeset = len(doc.find_all("mjx-container"))
-    return f"{len(blocks)} display-math blocks, {typeset} typeset by MathJax"
+        assert block.find("mjx-container") is not None, f"{page}: display math not typeset: {block.get_text()[:80]!r}"
+    formulas = doc.select("span.math, div.math")
+    untypeset = [f.get_text()[:60] for f in formulas if f.find("mjx-container") is None]
+    assert not untypeset, f"{page}: {len(untypeset)} of {len(formulas)} formulas not typeset: {untypeset[:5]}"
+    text = visible_text(doc)
+    raw = [text[max(0, m.start() - 40) : m.end() + 40] for m in RAW_TEX.finditer(text)]
+    assert not raw, f"{page}: raw TeX in the visible text: {raw[:5]}"
+    typeset = doc.find_all("mjx-container")
+    assert probe["mathjax_typeset"] == len(typeset) >= len(formulas)
+    # Headings with math are listed, with their math, in the table of contents beside the text.
+    in_toc = [f for f in formulas if f.find_parent("article") is None]
+    if doc.select("article section > h2 span.math"):
+        assert in_toc, f"{page}: headings have math, the page's table of contents has none"
+    return (f"{len(blocks)} display-math blocks, {len(typeset)} formulas typeset offline by MathJax "
+            f"{probe['mathjax']} ({len(in_toc)} in the sidebars)")
 
 
 def check_exercises(doc, page: str, notebook: Path) -> int:
@@ -308,9 +369,9 @@ def test_page_in_browser(site: Site, page: str, capsys):
     if root:
         assert (f"/{html_page}", 200) in site.requests[before:], f"index.html did not lead to {html_page}"
     check_navigation(doc, html_page)
-    check_only_mathjax_is_external(doc, html_page)
-    math = check_math(doc, html_page) if doc.select("article div.math") or not root else "no display math"
-    assert probe["mathjax_typeset"] == len(doc.find_all("mjx-container"))
+    check_nothing_is_external(doc, html_page, probe, site)
+    has_math = doc.select("span.math, div.math")
+    math = check_math(doc, html_page, probe, display=not root) if has_math or not root else "no math"
     shot = site.screenshot(url, SCREENSHOTS / f"{Path(page).name}.png", probe["height"])
     name = Path(page).name
     shots = [save_crop(shot, 0, 1600, SCREENSHOTS / f"{name}.png")]
@@ -334,6 +395,20 @@ def test_page_in_browser(site: Site, page: str, capsys):
         print(f"\n{report}\n  screenshots: " + ", ".join(str(s) for s in shots))
 
 
+@pytest.mark.slow
+def test_math_typesets_from_a_file_url(site: Site):
+    """A reader who opens the copied _build/html from disk: no server, no network."""
+    page = next(f for f in SAMPLE_CHAPTERS if f in NOTEBOOK_CHAPTERS)
+    path = site.html / f"{page}.html"
+    doc = soup(site.raw_dom(path.as_uri()))
+    formulas = doc.select("span.math, div.math")
+    assert doc.select("article div.math"), f"{path}: no display math"
+    untypeset = [f.get_text()[:60] for f in formulas if f.find("mjx-container") is None]
+    assert not untypeset, f"{path.as_uri()}: {len(untypeset)} of {len(formulas)} formulas not typeset: {untypeset[:5]}"
+    raw = [m.group() for m in RAW_TEX.finditer(visible_text(doc))]
+    assert not raw, f"{path.as_uri()}: raw TeX in the visible text: {raw[:5]}"
+
+
 # ---------------------------------------------------------------------- static checks
 
 
@@ -350,6 +425,35 @@ def test_site_configuration():
     assert "book/bibliography" in toc_files() and "```{bibliography}" in bibliography.read_text()
     assert CONFIG["execute"]["execute_notebooks"] in ("cache", "force") and CONFIG["execute"]["raise_on_error"]
 
+
+
+def test_mathjax_is_served_with_the_book():
+    """mathjax_path names the copy in book/_static (no CDN), verified against its SHA256SUMS."""
+    assert not urlsplit(MATHJAX_PATH).scheme and not MATHJAX_PATH.startswith(("/", "//")), (
+        f"mathjax_path={MATHJAX_PATH!r}: serve MathJax with the book (a path relative to _static/)"
+    )
+    script = MATHJAX_DIR / Path(MATHJAX_PATH).name
+    assert script.is_file(), f"{script} is missing (mathjax_path={MATHJAX_PATH!r})"
+    sums = {}
+    for line in (MATHJAX_DIR / "SHA256SUMS").read_text().splitlines():
+        if line.strip():
+            digest, name = line.split()
+            sums[name.lstrip("*")] = digest
+    assert {script.name, "LICENSE"} <= set(sums), f"SHA256SUMS must list {script.name} and LICENSE: {sorted(sums)}"
+    for name, digest in sums.items():
+        actual = hashlib.sha256((MATHJAX_DIR / name).read_bytes()).hexdigest()
+        assert actual == digest, f"{MATHJAX_DIR / name}: sha256 {actual}, SHA256SUMS says {digest}"
+    extra = {p.name for p in MATHJAX_DIR.iterdir()} - set(sums) - {"SHA256SUMS", "README.txt"}
+    assert not extra, f"{MATHJAX_DIR}: files not in SHA256SUMS: {sorted(extra)}"
+    code = script.read_text(encoding="utf-8")
+    version = re.search(r'\bVERSION="(\d+\.\d+\.\d+)"', code)
+    assert version and version.group(1).startswith("3."), "Sphinx configures MathJax 3 (mathjax3_config)"
+    readme = (MATHJAX_DIR / "README.txt").read_text()
+    assert f"MathJax {version.group(1)}" in readme and f"mathjax@{version.group(1)}" in readme, (
+        f"{MATHJAX_DIR / 'README.txt'} does not describe MathJax {version.group(1)}"
+    )
+    # Every TeX extension built in: none is fetched on demand (offline, that fetch fails).
+    assert "[tex]/all-packages" in code, f"{script.name} is not a -full MathJax component"
 
 def workflow(name: str) -> dict:
     path = ROOT / ".github" / "workflows" / name
