@@ -5,7 +5,11 @@
   extra from the repository named in ``_config.yml``, and only when ``google.colab`` is
   imported. The cell is executed here with a stand-in for IPython, with and without a fake
   ``google.colab`` module, and the ``%pip`` command it issues is parsed as a requirement.
-* Binder builds the pinned ``requirements.txt`` and runs ``postBuild`` (``pip install -e .``).
+* Binder (repo2docker) reads only ``binder/`` when that folder exists: ``binder/runtime.txt``
+  (the Python version), ``binder/requirements.txt`` (the pinned ``requirements.txt``, with the
+  CPU-only build of the same torch: Binder has no GPU) and ``binder/postBuild``
+  (``pip install -e .``). The tests check that the two requirement files agree and that no
+  Binder file is left at the top level, where Binder would ignore it.
 * Neither has the images: chapters must get them through :mod:`nelu.data` (``fetch`` /
   ``load_dataset``), which downloads them and checks their SHA-256 when ``NELU_DATA`` is
   unset and ``data/`` is empty. ``test_fresh_clone_fetches_the_data`` checks exactly that on a
@@ -35,6 +39,7 @@ import pytest
 import yaml
 from IPython.core.inputtransformer2 import TransformerManager
 from packaging.requirements import Requirement
+from packaging.version import Version
 
 from test_book import resolve, toc_files
 
@@ -42,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 REPO_URL = CONFIG["repository"]["url"].rstrip("/")
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"  # PyTorch's CPU-only wheels
 CHAPTERS = sorted(p for p in (resolve(f) for f in toc_files()) if p is not None and p.suffix == ".ipynb")
 
 
@@ -322,21 +328,82 @@ def test_fresh_clone_fetches_the_data(tmp_path: Path):
 # ----------------------------------------------------------------------------- Binder
 
 
+BINDER = ROOT / "binder"
+# Files repo2docker reads at the top level only when there is no binder/ folder: with one,
+# they would be silently ignored (requirements.txt stays: make, CI and Colab install from it).
+BINDER_FILES = ("postBuild", "runtime.txt", "apt.txt", "environment.yml", "start", "install.R",
+                "Project.toml", "REQUIRE", "DESCRIPTION", "Pipfile", "Pipfile.lock", "default.nix")
+
+
+def read_requirements(path: Path) -> tuple[list[Requirement], list[str]]:
+    """The requirements of a pip requirements file, following ``-r`` (relative to the file,
+    as pip does), and its other option lines (``--extra-index-url ...``)."""
+    reqs, options = [], []
+    for raw in path.read_text().splitlines():
+        line = raw.split(" #")[0].strip() if not raw.lstrip().startswith("#") else ""
+        if not line:
+            continue
+        if line.startswith(("-r ", "--requirement ")):
+            more, more_options = read_requirements(path.parent / line.split(None, 1)[1])
+            reqs += more
+            options += more_options
+        elif line.startswith("-"):
+            options.append(line)
+        else:
+            reqs.append(Requirement(line))
+    return reqs, options
+
+
+def pins(reqs: list[Requirement]) -> dict[str, set[str]]:
+    """``{name: {pinned versions}}``: several when a file pins a package twice."""
+    found: dict[str, set[str]] = {}
+    for r in reqs:
+        found.setdefault(r.name.lower(), set()).update(s.version for s in r.specifier if s.operator == "==")
+    return found
+
+
 def test_binder_installs_pinned_requirements_and_the_package():
-    lines = [
-        line.split("#")[0].strip()
-        for line in (ROOT / "requirements.txt").read_text().splitlines()
-    ]
-    reqs = [Requirement(line) for line in lines if line]
+    reqs, _ = read_requirements(ROOT / "requirements.txt")
     unpinned = [str(r) for r in reqs if not any(s.operator == "==" for s in r.specifier)]
     assert not unpinned, f"requirements.txt must pin every package (Binder builds from it): {unpinned}"
     names = {r.name.lower() for r in reqs}
     deps = {Requirement(d).name.lower() for d in PYPROJECT["project"]["dependencies"]}
     extra = {Requirement(d).name.lower() for d in PYPROJECT["project"]["optional-dependencies"]["reference"]}
     assert deps | extra <= names, f"requirements.txt lacks {sorted((deps | extra) - names)}"
-    post = ROOT / "postBuild"
-    assert os.access(post, os.X_OK), "postBuild must be executable"
+    post = BINDER / "postBuild"
+    assert os.access(post, os.X_OK), "binder/postBuild must be executable"
     assert re.search(r"^pip install (--no-deps )?-e \.\s*$", post.read_text(), re.M), post.read_text()
+    runtime = (BINDER / "runtime.txt").read_text().strip()
+    python = re.search(r"^PYTHON \?= python(3\.\d+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert python and runtime == f"python-{python.group(1)}", (
+        f"binder/runtime.txt says {runtime!r}; the Makefile (and so requirements.txt's pins) says "
+        f"{python and python.group(0)}"
+    )
+    stray = [name for name in BINDER_FILES if (ROOT / name).exists()]
+    assert not stray, f"Binder ignores these top-level files when binder/ exists; move them there: {stray}"
+    assert not (ROOT / ".binder").exists(), "binder/ and .binder/ are exclusive for repo2docker"
+
+
+def test_binder_installs_cpu_only_torch_and_the_same_pins():
+    ours = pins(read_requirements(ROOT / "requirements.txt")[0])
+    binder_reqs, options = read_requirements(BINDER / "requirements.txt")
+    binder = pins(binder_reqs)
+    assert f"--extra-index-url {TORCH_CPU_INDEX}" in options or f"--index-url {TORCH_CPU_INDEX}" in options, (
+        f"binder/requirements.txt must look in PyTorch's CPU-only index {TORCH_CPU_INDEX}: {options}"
+    )
+    (torch,) = ours["torch"]
+    assert "+" not in torch, f"requirements.txt pins torch=={torch}; pin the public version there"
+    cpu = {v for v in binder.get("torch", set()) if Version(v).local == "cpu"}
+    assert cpu == {f"{torch}+cpu"}, (
+        f"binder/requirements.txt must pin torch=={torch}+cpu (requirements.txt: torch=={torch}), "
+        f"not {sorted(binder.get('torch', []))}"
+    )
+    assert all(Version(v).public == torch for v in binder["torch"]), f"two torch versions: {binder['torch']}"
+    missing = sorted(set(ours) - set(binder))
+    assert not missing, f"binder/requirements.txt does not install {missing} (requirements.txt does)"
+    differ = {name: (sorted(binder[name]), sorted(ours.get(name, []))) for name in binder
+              if name != "torch" and binder[name] != ours.get(name)}
+    assert not differ, f"binder/requirements.txt and requirements.txt pin differently (binder, ours): {differ}"
 
 
 def test_launch_buttons_are_configured():
