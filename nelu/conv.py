@@ -73,7 +73,7 @@ from torch import Tensor, nn
 
 from . import data as nd
 from . import functional as F
-from .models import CheckpointError, _paired_init, make_activation, read_checkpoint
+from .models import CheckpointError, Denoiser, _paired_init, make_activation, read_checkpoint
 from .nn import NeLU
 from .training import ConfigError, check_device, check_number, fit, open_run, strip_optimizer, torch_settings
 
@@ -176,7 +176,7 @@ def make_conv_activation(name: str, m: int, *, lam: float = 0.1, threshold: floa
     raise ValueError(f"unknown activation {name!r}; valid: {', '.join(CONV_ACTIVATIONS)}")
 
 
-class ConvAE(nn.Module):
+class ConvAE(Denoiser):
     """Convolutional sparse auto-encoder ``x_hat = ConvT(act(Conv(y))) + low(y)`` (module docstring).
 
     Args:
@@ -195,8 +195,9 @@ class ConvAE(nn.Module):
     ``unfold`` -> matrix products -> ``fold`` form, which gives the code channels-last
     (one row per location) and is several times faster than ``conv_transpose2d`` on CPU.
 
-    Input ``(B, 1, H, W)`` or ``(H, W)`` with ``H, W >= kernel``; output the same shape.
-    Without gradients a batch is processed one image at a time.
+    A :class:`nelu.models.Denoiser`: input ``(B, 1, H, W)`` or ``(H, W)`` with ``H, W >= kernel``;
+    output the same shape; ``sigma`` is ignored. Without gradients a batch is processed one
+    image at a time.
 
     >>> ae = ConvAE(16, 5, "nelu")
     >>> ae(torch.rand(2, 1, 12, 9)).shape
@@ -216,6 +217,7 @@ class ConvAE(nn.Module):
         if kernel < 1 or kernel % 2 == 0 or m < 2:
             raise ValueError(f"need an odd kernel >= 1 and m >= 2, got kernel={kernel}, m={m}")
         self.m, self.kernel, self.remove_dc, self.chunk = m, kernel, remove_dc, chunk
+        self.min_size = kernel
         n = kernel * kernel
         W, D = _paired_init(n, m, remove_dc, generator)  # (m, n), (n, m)
         self.encoder = nn.Parameter(W.reshape(m, 1, kernel, kernel).clone())
@@ -258,18 +260,10 @@ class ConvAE(nn.Module):
         x = TF.fold(out, yp.shape[-2:], k)[..., p : p + H, p : p + W]
         return x + self.low(y)
 
-    def forward(self, y: Tensor) -> Tensor:
-        squeeze = y.ndim == 2
-        x = y[None, None] if squeeze else y
-        if x.ndim != 4 or x.shape[1] != 1:
-            raise ValueError(f"images must be (H, W) or (B, 1, H, W), got {tuple(y.shape)}")
-        if min(x.shape[-2:]) < self.kernel:
-            raise ValueError(f"images must be at least {self.kernel} pixels on each side, got {tuple(y.shape)}")
+    def denoise(self, x: Tensor, sigma: Tensor | None = None) -> Tensor:
         if torch.is_grad_enabled() or x.shape[0] == 1:
-            out = self._forward(x)
-        else:
-            out = torch.cat([self._forward(x[i : i + 1]) for i in range(x.shape[0])])
-        return out[0, 0] if squeeze else out
+            return self._forward(x)
+        return torch.cat([self._forward(x[i : i + 1]) for i in range(x.shape[0])])
 
     def extra_repr(self) -> str:
         return f"m={self.m}, kernel={self.kernel}, remove_dc={self.remove_dc}"

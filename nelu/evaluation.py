@@ -21,6 +21,7 @@ from torch import nn
 
 from . import data as nd
 from .metrics import psnr, ssim
+from .models import Denoiser
 
 __all__ = ["noise_seed", "noisy_image", "evaluate_images", "result_rows", "median_time"]
 
@@ -61,7 +62,8 @@ def evaluate_images(
 
     The noisy version of image ``i`` at level ``s`` is :func:`noisy_image` ``(clean, i, s,
     seed, kind=kind)``: identical for every model and every run. All levels of one image
-    are denoised in one batch ``(len(sigmas), 1, H, W)``.
+    are denoised in one batch ``(len(sigmas), 1, H, W)``; a :class:`nelu.models.Denoiser`
+    is also given the levels (``sigma=``), which only sigma-aware denoisers (BM3D) use.
 
     ``extra`` maps more metric names to functions ``f(clean, estimate)`` of two
     ``(H, W)`` tensors (e.g. a PSNR on part of the image); their values are stored like
@@ -85,7 +87,10 @@ def evaluate_images(
     denoiser = denoiser.eval()
     for i, clean in enumerate(images):
         noisy = torch.stack([noisy_image(clean, i, s, seed, kind=kind) for s in sigmas])[:, None]
-        est = denoiser(noisy.to(device)).cpu()
+        if isinstance(denoiser, Denoiser):
+            est = denoiser(noisy.to(device), sigma=torch.tensor(sigmas, dtype=torch.float64)).cpu()
+        else:
+            est = denoiser(noisy.to(device)).cpu()
         for j, s in enumerate(sigmas):
             result["noisy_psnr"][s].append(psnr(clean, noisy[j, 0]))
             for m in metrics:

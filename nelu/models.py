@@ -41,6 +41,7 @@ from .files import UnsafeFileError, load_torch
 from .nn import NeLU, ShiftedReLU
 
 __all__ = [
+    "Denoiser",
     "ACTIVATIONS",
     "CheckpointError",
     "SparseAE",
@@ -120,6 +121,55 @@ def _paired_init(n: int, m: int, remove_dc: bool, generator: torch.Generator | N
     return W.float(), D.float()
 
 
+class Denoiser(nn.Module):
+    """The image-denoiser contract every denoiser of the package follows (the shape of deepinv's).
+
+    ``denoiser(images, sigma=None)``: ``images`` is ``(H, W)`` or ``(B, 1, H, W)``, values about
+    [0, 1]; ``sigma`` is the noise level on the 0-255 scale, a number or one per image (shape
+    ``(B,)``). Models that set their own threshold (NeLU) or were trained at one level ignore
+    it; models that need it (``needs_sigma``, e.g. BM3D) refuse to run without it. The output
+    has the input's shape and is not clipped. Images smaller than ``min_size`` on a side are
+    refused.
+
+    Subclasses implement :meth:`denoise` on a batch ``(B, 1, H, W)`` with ``sigma`` None or a
+    float64 tensor ``(B,)``.
+
+    >>> class Halve(Denoiser):
+    ...     def denoise(self, x, sigma):
+    ...         return x / 2
+    >>> Halve()(torch.ones(3, 4)).shape, Halve()(torch.ones(2, 1, 3, 4), sigma=25).shape
+    (torch.Size([3, 4]), torch.Size([2, 1, 3, 4]))
+    """
+
+    #: Whether :meth:`forward` needs ``sigma``.
+    needs_sigma: bool = False
+    #: Smallest image side accepted.
+    min_size: int = 1
+
+    def forward(self, images: Tensor, sigma: float | Tensor | None = None) -> Tensor:
+        squeeze = images.ndim == 2
+        x = images[None, None] if squeeze else images
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"images must be (H, W) or (B, 1, H, W), got {tuple(images.shape)}")
+        if min(x.shape[-2:]) < self.min_size:
+            raise ValueError(f"images must be at least {self.min_size} pixels on each side, got {tuple(images.shape)}")
+        if sigma is None and self.needs_sigma:
+            raise ValueError(f"{type(self).__name__} needs the noise level: call it with sigma= (0-255 scale)")
+        levels = None
+        if sigma is not None:
+            levels = torch.as_tensor(sigma, dtype=torch.float64).flatten()
+            if levels.numel() == 1:
+                levels = levels.expand(x.shape[0])
+            if levels.numel() != x.shape[0] or not torch.isfinite(levels).all() or (levels < 0).any():
+                raise ValueError(f"sigma must be one finite level >= 0 or one per image, got {sigma!r}")
+        out = self.denoise(x, levels)
+        return out[0, 0] if squeeze else out
+
+    def denoise(self, x: Tensor, sigma: Tensor | None) -> Tensor:
+        """Denoise a batch ``(B, 1, H, W)``; ``sigma``: None or levels ``(B,)`` (0-255 scale)."""
+        raise NotImplementedError
+
+
 class SparseAE(nn.Module):
     """Single-hidden-layer sparse auto-encoder ``x_hat = D act(W (y - mean)) + mean``.
 
@@ -175,7 +225,7 @@ class SparseAE(nn.Module):
         return f"n={self.n}, m={self.m}, remove_dc={self.remove_dc}"
 
 
-class PatchDenoiser(nn.Module):
+class PatchDenoiser(Denoiser):
     """Image denoiser: denoise every ``patch`` x ``patch`` patch with ``ae`` and average overlaps.
 
     Args:
@@ -186,8 +236,10 @@ class PatchDenoiser(nn.Module):
         chunk: patches per auto-encoder call, bounding the memory (4096 keeps the
             codes in cache: 3.5x faster than 65536 for NeLU on one CPU thread).
 
-    Input ``(H, W)`` or ``(B, 1, H, W)`` noisy images (values about [0, 1]); output the
-    same shape. The output is not clipped.
+    A :class:`Denoiser`: input ``(H, W)`` or ``(B, 1, H, W)`` noisy images (values about
+    [0, 1]), at least ``patch`` pixels on a side; output the same shape, not clipped.
+    ``sigma`` is ignored: a NeLU model sets its threshold from the data, a ReLU one has the
+    thresholds it learned.
     """
 
     def __init__(self, ae: nn.Module, patch: int, stride: int = 1, chunk: int = 4096) -> None:
@@ -195,18 +247,14 @@ class PatchDenoiser(nn.Module):
         if not 1 <= stride <= patch:
             raise ValueError(f"stride must be in [1, patch={patch}], got {stride}")
         self.ae, self.patch, self.stride, self.chunk = ae, patch, stride, chunk
+        self.min_size = patch
 
-    def forward(self, images: Tensor) -> Tensor:
-        squeeze = images.ndim == 2
-        x = images[None, None] if squeeze else images
-        if x.ndim != 4 or x.shape[1] != 1:
-            raise ValueError(f"images must be (H, W) or (B, 1, H, W), got {tuple(images.shape)}")
+    def denoise(self, x: Tensor, sigma: Tensor | None = None) -> Tensor:
         B, _, H, W = x.shape
         patches = image_to_patches(x, self.patch, self.stride)  # (B, L, n)
         flat = patches.reshape(-1, patches.shape[-1])
         out = torch.cat([self.ae(c) for c in torch.split(flat, self.chunk)]) if flat.shape[0] else flat
-        y = patches_to_image(out.reshape(patches.shape), (H, W), self.patch, self.stride)
-        return y[0, 0] if squeeze else y
+        return patches_to_image(out.reshape(patches.shape), (H, W), self.patch, self.stride)
 
     def extra_repr(self) -> str:
         return f"patch={self.patch}, stride={self.stride}"

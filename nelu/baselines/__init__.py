@@ -32,7 +32,7 @@ from .. import data as nd
 from ..data import cached_dataset
 from ..evaluation import noisy_image
 from ..metrics import psnr, ssim
-from ..models import CheckpointError, read_checkpoint
+from ..models import CheckpointError, Denoiser, read_checkpoint
 from ..training import fit, open_run, torch_settings
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "FIXED_SIGMA",
     "DnCNNConfig",
     "SmallDnCNN",
+    "BM3D",
     "BaselineError",
     "center_crop",
     "require_bm3d",
@@ -104,6 +105,20 @@ class DnCNNConfig:
 
 
 # ------------------------------------------------------------------------------ BM3D
+
+
+class BM3D(Denoiser):
+    """BM3D as a :class:`nelu.models.Denoiser`: it must be told the noise level.
+
+    ``BM3D()(noisy, sigma=25.0)`` runs :func:`bm3d_denoise` on each image of the batch
+    with its level (one level, or one per image); without ``sigma`` it refuses to run.
+    """
+
+    needs_sigma = True
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
+        out = [torch.from_numpy(bm3d_denoise(x[i, 0], float(sigma[i]))) for i in range(x.shape[0])]
+        return torch.stack(out)[:, None].to(dtype=x.dtype, device=x.device)
 
 
 def center_crop(image: torch.Tensor, crop: int | None) -> torch.Tensor:
@@ -182,12 +197,13 @@ def bm3d_run(tasks: list[tuple], workers: int = 1, log=None) -> list[dict]:
 # ------------------------------------------------------------------------------ DnCNN
 
 
-class SmallDnCNN(nn.Module):
+class SmallDnCNN(Denoiser):
     """DnCNN-style denoiser with residual learning: ``y - net(y)``.
 
     ``net``: conv 3x3 (1 -> C) + ReLU, then ``depth - 2`` times conv 3x3 (C -> C)
     [+ batch norm] + ReLU, then conv 3x3 (C -> 1); zero padding, so the output has
-    the input's size. Input ``(H, W)`` or ``(B, 1, H, W)``, values about [0, 1].
+    the input's size. A :class:`nelu.models.Denoiser`: input ``(H, W)`` or ``(B, 1, H, W)``,
+    values about [0, 1]; ``sigma`` is ignored (the network was trained at one level).
 
     >>> SmallDnCNN(depth=4, channels=8)(torch.rand(2, 1, 20, 30)).shape
     torch.Size([2, 1, 20, 30])
@@ -205,13 +221,8 @@ class SmallDnCNN(nn.Module):
         self.net = nn.Sequential(*layers)
         self.depth, self.channels, self.batch_norm = depth, channels, batch_norm
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        squeeze = y.ndim == 2
-        x = y[None, None] if squeeze else y
-        if x.ndim != 4 or x.shape[1] != 1:
-            raise ValueError(f"images must be (H, W) or (B, 1, H, W), got {tuple(y.shape)}")
-        out = x - self.net(x)
-        return out[0, 0] if squeeze else out
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        return x - self.net(x)
 
     def extra_repr(self) -> str:
         return f"depth={self.depth}, channels={self.channels}, batch_norm={self.batch_norm}"
