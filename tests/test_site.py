@@ -40,9 +40,11 @@ cropped.
 ``chromium`` is installed by ``.ci/run``; without it the browser tests are skipped.
 
 Static checks (fast): the site settings in ``_config.yml``; the bundled MathJax (its
-checksums, its version); and the two GitHub workflows (``book.yml`` builds and deploys to
-GitHub Pages, ``reproduce.yml`` reruns the full experiments weekly and compares them with
-the committed results).
+checksums, its version); the repository's address, set once in ``_config.yml``
+(``repository.url``) and copied, because it must be, only where a test can compare the copy
+with it; and the two GitHub workflows (``book.yml`` builds and deploys to GitHub Pages,
+``reproduce.yml`` reruns the full experiments weekly and compares them with the committed
+results).
 """
 
 from __future__ import annotations
@@ -454,6 +456,56 @@ def test_mathjax_is_served_with_the_book():
     )
     # Every TeX extension built in: none is fetched on demand (offline, that fetch fails).
     assert "[tex]/all-packages" in code, f"{script.name} is not a -full MathJax component"
+
+
+# GitHub repositories named anywhere in the repository's text files: besides the book's, only these.
+GITHUB_REPO = re.compile(r"github\.com/([\w.-]+)/([\w-]+(?:\.(?!git\b)[\w-]+)*)")
+THIRD_PARTY_REPOS = {"cszn/DnCNN"}  # data/README.md: where the DnCNN test images come from
+VENDORED = ("book/_static/mathjax/",)  # copied unchanged from elsewhere (MathJax's own links)
+
+
+def repository_texts() -> dict[str, str]:
+    """``{path: text}`` of the repository's text files (tracked, or new and not ignored)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, text=True, check=True, timeout=60).stdout
+    texts = {}
+    for rel in sorted(set(listed.split("\0")) - {""}):
+        path = ROOT / rel
+        if rel.startswith(VENDORED) or not path.is_file() or path.stat().st_size > 5_000_000:
+            continue
+        data = path.read_bytes()
+        if b"\0" not in data[:8192]:
+            texts[rel] = data.decode("utf-8", errors="replace")
+    return texts
+
+
+def test_repository_address_is_one_setting():
+    """``repository.url`` in _config.yml is the book's address. The launch, repository and issues
+    buttons are built from it (``check_launch_buttons``); the copies that cannot be (the Colab
+    setup cells, which run with no checkout, and commands in the text) must equal it."""
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", REPO_URL), REPO_URL
+    ours = REPO_URL.removeprefix("https://github.com/")
+    texts = repository_texts()
+    assert "_config.yml" in texts and "book/workshop.md" in texts, "git ls-files found no sources"
+    wrong, copies = [], 0
+    for rel, text in texts.items():
+        for number, line in enumerate(text.splitlines(), 1):
+            for m in GITHUB_REPO.finditer(line):
+                found = f"{m.group(1)}/{m.group(2)}"
+                if found == ours:
+                    copies += rel != "_config.yml"
+                elif found not in THIRD_PARTY_REPOS:
+                    wrong.append(f"{rel}:{number}: {m.group()}")
+            for m in re.finditer(r"git clone (?:--?[\w-]+(?: \d+)? )*(\S+)(?: (\S+))? && cd (\S+)", line):
+                folder = m.group(2) or m.group(1).removesuffix(".git").rstrip("/").rsplit("/", 1)[-1]
+                if m.group(3) != folder:
+                    wrong.append(f"{rel}:{number}: the clone is in {folder}/, not {m.group(3)}/")
+    assert not wrong, (
+        f"the repository is {REPO_URL} (_config.yml: repository.url); other addresses in the sources "
+        "(add a third-party repository to THIRD_PARTY_REPOS):\n  " + "\n  ".join(wrong)
+    )
+    assert copies, "no chapter names the repository (the Colab setup cells install from it)"
+
 
 def workflow(name: str) -> dict:
     path = ROOT / ".github" / "workflows" / name
