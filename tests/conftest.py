@@ -1,4 +1,9 @@
-"""Shared fixtures. ``book_build``: ONE build of the book per test session.
+"""Shared fixtures and helpers.
+
+* ``needs_data``: skip a test (or a module, as ``pytestmark``) when ``$NELU_DATA`` is not a folder.
+* ``one_error_line(capsys, prog)``: the single ``PROG: error: ...`` line a user mistake prints.
+* ``tiny_profiles``: the ``quick`` profiles of the experiments shrunk to seconds.
+* ``book_build``: ONE build of the book per test session.
 
 Building the book executes every chapter, so it is done once and shared by
 ``tests/test_book.py::test_book_builds`` (the build must succeed with ``-W``) and
@@ -27,6 +32,36 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_TIMEOUT_S = 3600
+
+needs_data = pytest.mark.skipif(
+    not os.path.isdir(os.environ.get("NELU_DATA") or "/nonexistent"),
+    reason="NELU_DATA is unset or not a folder; set it to the image data folder",
+)
+
+
+def one_error_line(capsys, prog: str = "nelu") -> str:
+    """The one line on stderr of a command that failed on a user mistake (no traceback)."""
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{prog}: error:") and "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture
+def tiny_profiles(monkeypatch):
+    """The experiments' ``quick`` profiles shrunk to a few steps on one image each."""
+    from nelu.experiments import bsd68, conv, noise, synthetic
+
+    monkeypatch.setitem(bsd68.PROFILES, "quick", {
+        "train": dict(patch=4, m=8, steps=3, batch_size=8, lr=2e-3, pool_size=100, train_images=1,
+                      val_images=1, val_every=0, val_stride=4, eval_stride=4),
+        "images": 1})
+    monkeypatch.setitem(synthetic.PROFILES, "quick", dict(steps=3, test_size=50))
+    monkeypatch.setitem(noise.PROFILES, "quick", dict(images=1))
+    monkeypatch.setitem(conv.PROFILES, "quick", dict(
+        train=dict(m=8, kernel=5, crop=12, steps=3, batch_size=2, lr=3e-3, nelu_lam=0.1, pool_size=10,
+                   train_images=1), images=1, global_images=1))
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes in jupyter-book's log
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import pytest
 import torch
+from conftest import needs_data, one_error_line
 
 from nelu import baselines as bl
 from nelu.baselines.__main__ import main
@@ -16,10 +16,7 @@ from nelu.evaluation import evaluate_images, noisy_image
 from nelu.experiments import baselines as experiment
 from nelu.training import train_or_reuse
 
-pytestmark = pytest.mark.skipif(
-    not os.path.isdir(os.environ.get("NELU_DATA") or "/nonexistent"),
-    reason="NELU_DATA is unset or not a folder; set it to the image data folder",
-)
+pytestmark = needs_data
 
 TINY_DNCNN = dict(depth=3, channels=4, patch=12, batch_size=4, steps=3, lr=1e-3, pool_size=50, train_images=2)
 TINY = {
@@ -35,14 +32,6 @@ TINY = {
     "workers": 1,
     "threads": 1,
 }
-
-
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("nelu.baselines: error:") and "Traceback" not in err
-    return lines[0]
 
 
 def test_noisy_images_are_those_of_the_evaluation():
@@ -150,10 +139,10 @@ def test_user_mistakes_exit_2_with_one_line(argv, needle, tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     argv = [a.replace("AFILE", str(tmp_path / "afile")) for a in argv]
     assert main(argv) == 2
-    assert needle in _one_error_line(capsys)
+    assert needle in one_error_line(capsys, 'nelu.baselines')
 
 
 def test_missing_bm3d_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "bm3d", None)  # import bm3d now raises ImportError
     assert main(["--profile", "quick", "--out", str(tmp_path)]) == 2
-    assert "pip install bm3d" in _one_error_line(capsys)
+    assert "pip install bm3d" in one_error_line(capsys, 'nelu.baselines')

@@ -10,26 +10,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import needs_data, one_error_line
 
 from nelu import cli
 from nelu.cli import main
 from nelu.data import clear_dataset_cache
 
-pytestmark = pytest.mark.skipif(
-    not os.path.isdir(os.environ.get("NELU_DATA") or "/nonexistent"),
-    reason="NELU_DATA is unset or not a folder; set it to the image data folder",
-)
+pytestmark = needs_data
 
 TINY = ["--steps", "6", "--patch", "4", "--m", "16", "--batch-size", "16", "--pool-size", "300",
         "--train-images", "2", "--val-images", "1", "--no-progress"]
-
-
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("nelu: error:") and "Traceback" not in err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -86,14 +76,14 @@ def test_user_mistakes_exit_2_with_one_line(argv, needle, checkpoint, tmp_path, 
     argv = [subst.get(a, a.replace("BADDIR", str(tmp_path / "afile"))) for a in argv]
     capsys.readouterr()
     assert main(argv) == 2
-    assert needle in _one_error_line(capsys)
+    assert needle in one_error_line(capsys)
 
 
 def test_incompatible_checkpoint(tmp_path, capsys):
     torch.save({"format": "nelu-checkpoint", "version": 1, "config": {"activation": "relu", "patch": 4, "m": 16},
                 "model": {"encoder.weight": torch.zeros(3, 3)}}, tmp_path / "bad.pt")
     assert main(["evaluate", "--checkpoint", str(tmp_path / "bad.pt"), "--dataset", "Set12", "--sigmas", "25"]) == 2
-    assert "does not match" in _one_error_line(capsys)
+    assert "does not match" in one_error_line(capsys)
 
 
 def test_data_error(checkpoint, tmp_path, monkeypatch, capsys):
@@ -107,22 +97,11 @@ def test_data_error(checkpoint, tmp_path, monkeypatch, capsys):
     finally:
         clear_dataset_cache()
     assert rc == 2
-    assert "corrupt" in _one_error_line(capsys)
+    assert "corrupt" in one_error_line(capsys)
 
 
-def test_reproduce_pipeline_tiny(tmp_path, monkeypatch, capsys):
+def test_reproduce_pipeline_tiny(tmp_path, monkeypatch, capsys, tiny_profiles):
     """The reproduce pipeline end to end on a profile even smaller than quick."""
-    from nelu.experiments import bsd68, conv, noise, synthetic
-
-    monkeypatch.setitem(bsd68.PROFILES, "quick", {
-        "train": dict(patch=4, m=8, steps=3, batch_size=8, lr=2e-3, pool_size=100, train_images=1,
-                      val_images=1, val_every=0, val_stride=4, eval_stride=4),
-        "images": 1})
-    monkeypatch.setitem(synthetic.PROFILES, "quick", dict(steps=3, test_size=50))
-    monkeypatch.setitem(noise.PROFILES, "quick", dict(images=1))
-    monkeypatch.setitem(conv.PROFILES, "quick", dict(
-        train=dict(m=8, kernel=5, crop=12, steps=3, batch_size=2, lr=3e-3, nelu_lam=0.1, pool_size=10,
-                   train_images=1), images=1, global_images=1))
     monkeypatch.chdir(tmp_path)  # the quick profile's default folder: results/quick
     tmp_path = tmp_path / "results" / "quick"
     assert main(["reproduce", "all", "--profile", "quick"]) == 0
@@ -202,7 +181,7 @@ def test_train_rejects_absurd_values_fast(extra, needle, tmp_path, capsys):
 
     t = time.perf_counter()
     assert main(_tiny_train(tmp_path / "o.pt", *extra)) == 2
-    assert needle in _one_error_line(capsys)
+    assert needle in one_error_line(capsys)
     assert time.perf_counter() - t < 10 and not (tmp_path / "o.pt").exists()
 
 
@@ -210,29 +189,29 @@ def test_train_rejects_absurd_values_fast(extra, needle, tmp_path, capsys):
 def test_sigma_out_of_range(sigma, tmp_path, capsys):
     argv = ["train", "--activation", "nelu", "--sigma", sigma, "--out", str(tmp_path / "o.pt"), *TINY]
     assert main(argv) == 2
-    assert "sigma" in _one_error_line(capsys)
+    assert "sigma" in one_error_line(capsys)
 
 
 def test_evaluate_stride_checks(checkpoint, capsys):
     base = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "Set12", "--sigmas", "25", "--limit", "1"]
     for stride in ("0", "100", "-1"):
         assert main(base + ["--stride", stride]) == 2
-        assert "--stride must be in [1, 4]" in _one_error_line(capsys)
+        assert "--stride must be in [1, 4]" in one_error_line(capsys)
 
 
 def test_evaluate_never_overwrites_its_inputs(checkpoint, tmp_path, capsys):
     before = checkpoint.read_bytes()
     base = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "Set12", "--sigmas", "25", "--limit", "1"]
     assert main(base + ["--json", str(tmp_path / "r.csv")]) == 2  # the CSV beside it would be the JSON itself
-    assert "must end in .json" in _one_error_line(capsys)
+    assert "must end in .json" in one_error_line(capsys)
     assert main(base + ["--json", str(checkpoint)]) == 2
-    assert ".json" in _one_error_line(capsys)
+    assert ".json" in one_error_line(capsys)
     # A checkpoint named like the CSV written beside --json.
     ck_csv = tmp_path / "model.csv"
     ck_csv.write_bytes(before)
     assert main(["evaluate", "--checkpoint", str(ck_csv), "--dataset", "Set12", "--sigmas", "25", "--limit", "1",
                  "--json", str(tmp_path / "model.json")]) == 2
-    assert "same file as --checkpoint" in _one_error_line(capsys)
+    assert "same file as --checkpoint" in one_error_line(capsys)
     assert ck_csv.read_bytes() == before and checkpoint.read_bytes() == before
     assert not (tmp_path / "model.json").exists()
 
@@ -242,7 +221,7 @@ def test_train_never_overwrites_another_kind_of_file(tmp_path, capsys):
     notes.write_text("my notes")
     for extra in ([], ["--overwrite"], ["--resume"]):
         assert main(_tiny_train(notes, *extra)) == 2
-        assert "exists and is not a checkpoint of this kind; refusing to overwrite it" in _one_error_line(capsys)
+        assert "exists and is not a checkpoint of this kind; refusing to overwrite it" in one_error_line(capsys)
         assert notes.read_text() == "my notes"
 
 
@@ -250,7 +229,7 @@ def test_train_over_an_existing_checkpoint_needs_resume_or_overwrite(checkpoint,
     out = tmp_path / "c.pt"
     out.write_bytes(checkpoint.read_bytes())
     assert main(_tiny_train(out)) == 2
-    assert "--resume" in _one_error_line(capsys) and out.read_bytes() == checkpoint.read_bytes()
+    assert "--resume" in one_error_line(capsys) and out.read_bytes() == checkpoint.read_bytes()
     assert main(_tiny_train(out, "--overwrite")) == 0
 
 
@@ -260,7 +239,7 @@ def test_two_runs_on_one_checkpoint(tmp_path, capsys):
     out = tmp_path / "c.pt"
     with lock(out, "training run"):  # as a concurrent 'nelu train' holds it
         assert main(_tiny_train(out)) == 2
-        assert "another training run is writing" in _one_error_line(capsys)
+        assert "another training run is writing" in one_error_line(capsys)
     assert not out.exists()
     assert main(_tiny_train(out)) == 0
 
@@ -279,7 +258,7 @@ def test_hostile_checkpoint_configs(config, needle, tmp_path, capsys):
     path = tmp_path / "bad.pt"
     torch.save({"format": "nelu-checkpoint", "version": 1, "config": config, "model": {}}, path)
     assert main(["evaluate", "--checkpoint", str(path), "--dataset", "Set12", "--sigmas", "25"]) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert needle in line or "lacks a 'config' dict" in line
 
 
@@ -326,4 +305,4 @@ def test_divergence_is_one_line(tmp_path, capsys, monkeypatch):
     finally:
         monkeypatch.undo()
     assert rc == 2
-    assert "training diverged at step 1" in _one_error_line(capsys) and not out.exists()
+    assert "training diverged at step 1" in one_error_line(capsys) and not out.exists()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import doctest
 import json
 import math
-import os
 
 import pytest
 import torch
 import torch.nn.functional as TF
+from conftest import needs_data
 
 import nelu.conv as nc
 from nelu import cli
@@ -26,11 +26,6 @@ from nelu.conv import (
 from nelu.evaluation import evaluate_images
 from nelu.models import CheckpointError, SparseAE
 from nelu.training import ConfigError
-
-needs_data = pytest.mark.skipif(
-    not os.path.isdir(os.environ.get("NELU_DATA") or "/nonexistent"),
-    reason="NELU_DATA is unset or not a folder; set it to the image data folder",
-)
 
 
 def test_docstring_examples():
@@ -230,18 +225,10 @@ def test_load_errors(tmp_path):
 
 
 @needs_data
-def test_reproduce_noise_and_conv_tiny(tmp_path, monkeypatch):
+def test_reproduce_noise_and_conv_tiny(tmp_path, tiny_profiles):
     """``reproduce noise`` evaluates existing checkpoints under every noise kind; ``reproduce conv`` trains."""
-    from nelu.experiments import bsd68, conv, noise
+    from nelu.experiments import noise
 
-    monkeypatch.setitem(bsd68.PROFILES, "quick", {
-        "train": dict(patch=4, m=8, steps=3, batch_size=8, lr=2e-3, pool_size=100, train_images=1,
-                      val_images=1, val_every=0, val_stride=4, eval_stride=4),
-        "images": 1})
-    monkeypatch.setitem(noise.PROFILES, "quick", dict(images=1))
-    monkeypatch.setitem(conv.PROFILES, "quick", dict(
-        train=dict(m=8, kernel=5, crop=12, steps=3, batch_size=2, lr=3e-3, nelu_lam=0.1, pool_size=10,
-                   train_images=1), images=1, global_images=1))
     quick = ["--profile", "quick", "--out", str(tmp_path)]
     assert cli.main(["reproduce", "noise", *quick]) == 2  # no checkpoints yet
     assert cli.main(["reproduce", "bsd68", *quick]) == 0

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
+from nelu.functional import universal_lam
 from nelu.models import (
     CheckpointError,
     PatchDenoiser,
@@ -14,8 +14,8 @@ from nelu.models import (
     load_denoiser,
     make_activation,
 )
-from nelu.functional import universal_lam
 from nelu.nn import NeLU, ShiftedReLU
+
 
 @pytest.mark.parametrize("remove_dc", [True, False])
 def test_relu_ae_starts_as_identity(remove_dc):

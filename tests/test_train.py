@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import needs_data
 
 from nelu.evaluation import evaluate_images
 from nelu.files import save_torch as save_atomic
@@ -14,10 +15,7 @@ from nelu.models import CheckpointError, load_checkpoint, load_denoiser
 from nelu.train import TrainConfig, train
 from nelu.training import ConfigError, lr_factor
 
-pytestmark = pytest.mark.skipif(
-    not os.path.isdir(os.environ.get("NELU_DATA") or "/nonexistent"),
-    reason="NELU_DATA is unset or not a folder; set it to the image data folder",
-)
+pytestmark = needs_data
 
 
 def tiny(**kw) -> TrainConfig:
