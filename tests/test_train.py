@@ -9,7 +9,6 @@ import pytest
 import torch
 from conftest import needs_data
 
-from nelu.evaluation import evaluate_images
 from nelu.files import save_torch as save_atomic
 from nelu.models import CheckpointError, load_checkpoint, load_denoiser
 from nelu.train import TrainConfig, train
@@ -110,21 +109,6 @@ def test_save_atomic_leaves_old_file_on_failure(tmp_path):
         save_atomic({"a": Bad()}, tmp_path / "c.pt")
     assert torch.load(tmp_path / "c.pt") == {"a": 1}
     assert os.listdir(tmp_path) == ["c.pt"]
-
-
-def test_evaluate_images_is_reproducible():
-    class Identity(torch.nn.Module):
-        def forward(self, x):
-            return x
-
-    images = [torch.rand(20, 24, generator=torch.Generator().manual_seed(i)) for i in range(2)]
-    a = evaluate_images(Identity(), images, [10.0, 25.0])
-    b = evaluate_images(Identity(), images, [25.0])
-    assert a["psnr"][25.0] == b["psnr"][25.0]  # same noise whatever the other sigmas
-    assert a["psnr"][10.0][0] > a["psnr"][25.0][0]
-    assert a["psnr"][25.0] == a["noisy_psnr"][25.0]
-    with pytest.raises(ValueError, match="sigma"):
-        evaluate_images(Identity(), images, [-1.0])
 
 
 @pytest.mark.parametrize("stop", [3, 7])
