@@ -365,3 +365,83 @@ def nelu(
     if step is not None:
         raise ValueError("step applies to method='unrolled' only")
     return _fixed_point(u, lam_t, nonneg, n)
+
+
+# ------------------------------------------------------------------ weighted square-root lasso
+
+
+def weighted_sqrt_lasso_residual(u: Tensor, lam: Tensor, *, nonneg: bool = True) -> Tensor:
+    """The residual norm ``r = ||u - z||_2`` of the weighted square-root lasso (see :func:`weighted_nelu`).
+
+    Shape ``(..., 1)``; unit ``i`` is thresholded at ``lam_i * r``.
+    """
+    return _weighted(u, lam, nonneg)[1]
+
+
+def weighted_nelu(u: Tensor, lam: Tensor, *, nonneg: bool = True) -> Tensor:
+    """Exact weighted square-root lasso: ``argmin_z ||u - z||_2 + sum_i lam_i |z_i|`` per row.
+
+    One weight ``lam_i > 0`` per unit (``lam`` of shape ``(m,)``, or broadcastable to
+    ``u``) and one shared residual norm ``r = ||u - z||_2``: ``z_i = relu(u_i - lam_i r)``
+    (``z >= 0`` when ``nonneg``; soft thresholding of ``|u_i|`` with the sign restored
+    otherwise). With ``L`` the sum of ``lam_i**2`` over the active units and ``S`` the
+    energy of the inactive entries, ``r**2 = S / (1 - L)``. Unit ``i`` is active iff
+    ``a_i / lam_i > r`` (``a = u``, or ``|u|`` when signed): sorting ``a_i / lam_i`` in
+    decreasing order, the active units are the longest prefix whose last entry ``t_k``
+    satisfies ``t_k**2 (1 - L_k) > S_k``. With all ``lam_i`` equal it is :func:`nelu`.
+
+    The active set is found without gradient; ``r`` and ``z`` are closed forms of it,
+    so autograd gives the exact derivatives wherever the active set is locally
+    constant. Rows are rescaled by a power of two (positive homogeneity), so huge or
+    tiny inputs neither overflow nor underflow; ``r = 0`` (every entry active with
+    ``L < 1``) gives ``z = u`` (``relu(u)``) with finite gradients.
+
+    >>> z = weighted_nelu(torch.tensor([[3.0, 1.0, -1.0]]), torch.tensor([0.5, 0.5, 0.5]))
+    >>> torch.allclose(z, nelu(torch.tensor([[3.0, 1.0, -1.0]]), 0.5))
+    True
+    """
+    _check_u(u)
+    lam = torch.as_tensor(lam, dtype=u.dtype, device=u.device)
+    if not bool(torch.isfinite(lam).all()) or bool((lam <= 0).any()):
+        raise ValueError("every lam_i must be positive and finite")
+    return _weighted(u, lam, nonneg)[0]
+
+
+def _power_of_two_scale(u: Tensor) -> tuple[Tensor, Tensor]:
+    """``s = 2**(e - 1)`` per row with ``max|u| = mantissa * 2**e`` (``max|u| / s`` in ``[1, 2)``), and ``1 / s``.
+
+    Products with a power of two are exact, so ``s * f(u / s)`` equals ``f(u)`` bit for bit
+    wherever ``f(u)`` neither overflows nor underflows, and is finite where it would.
+    Zero and non-finite rows get ``s = 1``.
+    """
+    with torch.no_grad():
+        peak = torch.maximum(u.amax(-1, keepdim=True), u.amin(-1, keepdim=True).neg())
+        mantissa, _ = torch.frexp(peak)
+        s = (peak / (2.0 * mantissa)).clamp_min(torch.finfo(u.dtype).tiny)
+        s = torch.where(torch.isfinite(peak) & (peak > 0), s, 1.0)
+        return s, s.reciprocal()
+
+
+def _weighted(u: Tensor, lam: Tensor, nonneg: bool) -> tuple[Tensor, Tensor]:
+    s, s_inv = _power_of_two_scale(u)
+    us = u * s_inv
+    a = us if nonneg else us.abs()
+    lam = lam.expand_as(us)
+    with torch.no_grad():
+        t = a / lam
+        t_sorted, order = torch.sort(t, dim=-1, descending=True)
+        lam2_sorted = torch.gather(lam * lam, -1, order)
+        sq_sorted = torch.gather(us * us, -1, order)
+        below = sq_sorted.flip(-1).cumsum(-1).flip(-1) - sq_sorted  # energy after position k
+        L = lam2_sorted.cumsum(-1)
+        passes = (t_sorted > 0) & (t_sorted * t_sorted * (1 - L) > below)
+        k = passes.cumprod(-1).sum(-1, keepdim=True)  # the longest passing prefix
+        active_sorted = (torch.arange(u.shape[-1], device=u.device) < k).to(u.dtype)
+        active = torch.zeros_like(active_sorted).scatter(-1, order, active_sorted)
+    S = ((1 - active) * us * us).sum(-1, keepdim=True)
+    c = (1 - (active * lam * lam).sum(-1, keepdim=True)).clamp_min(torch.finfo(u.dtype).eps)
+    r = _safe_sqrt(S / c)
+    z = active * (a - lam * r)
+    if not nonneg:
+        z = torch.sign(us) * z
+    return z * s, r * s

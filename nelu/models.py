@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from . import functional as F
 from .data import image_to_patches, patches_to_image
 from .files import UnsafeFileError, load_torch
-from .nn import NeLU, ShiftedReLU
+from .nn import NeLU, ShiftedReLU, WeightedNeLU
 
 __all__ = [
     "Denoiser",
@@ -57,7 +57,7 @@ __all__ = [
     "MAX_CODE",
 ]
 
-ACTIVATIONS = ("relu", "nelu")
+ACTIVATIONS = ("relu", "nelu", "wnelu")
 CHECKPOINT_FORMAT = "nelu-checkpoint"
 CHECKPOINT_VERSION = 1
 #: Largest patch side and code size a model may have: a patch of 32 x 32 and a code of 65536 already
@@ -83,7 +83,9 @@ def make_activation(name: str, m: int, *, lam: float | None = None, threshold: f
 
     * ``"relu"``: :class:`~nelu.nn.ShiftedReLU` with per-unit thresholds, initial ``threshold``;
     * ``"nelu"``: :class:`~nelu.nn.NeLU` (exact solver, non-negative codes), one
-      learned ``lam``, initial ``lam`` or :func:`default_nelu_lam`.
+      learned ``lam``, initial ``lam`` or :func:`default_nelu_lam`;
+    * ``"wnelu"``: :class:`~nelu.nn.WeightedNeLU`, one learned ``lam_i`` per unit, all
+      starting at that value.
 
     >>> act = make_activation("nelu", 256)
     >>> type(act).__name__, round(act.learned()["lam"], 4), act.nonneg
@@ -93,6 +95,8 @@ def make_activation(name: str, m: int, *, lam: float | None = None, threshold: f
         return ShiftedReLU(m, threshold=threshold)
     if name == "nelu":
         return NeLU(lam=default_nelu_lam(m) if lam is None else lam, learnable=True, nonneg=True)
+    if name == "wnelu":
+        return WeightedNeLU(m, lam=default_nelu_lam(m) if lam is None else lam, nonneg=True)
     raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
 
 
@@ -196,11 +200,15 @@ class SparseAE(nn.Module):
         activation: nn.Module | str,
         remove_dc: bool = True,
         generator: torch.Generator | None = None,
+        gate: bool = False,
     ) -> None:
         super().__init__()
         if n < 1 or m < 2:
             raise ValueError(f"need n >= 1 and m >= 2, got n={n}, m={m}")
-        self.n, self.m, self.remove_dc = n, m, remove_dc
+        self.n, self.m, self.remove_dc, self.gate = n, m, remove_dc, gate
+        if gate:  # g = sigmoid(a log rho + b); starts nearly closed (g = 0.05 at rho = 1)
+            self.gate_a = nn.Parameter(torch.tensor(1.0))
+            self.gate_b = nn.Parameter(torch.tensor(-3.0))
         self.encoder = nn.Linear(n, m, bias=False)
         self.decoder = nn.Linear(m, n, bias=False)
         self.activation = make_activation(activation, m) if isinstance(activation, str) else activation
@@ -216,13 +224,30 @@ class SparseAE(nn.Module):
         return self.activation(self.encoder(y))
 
     def forward(self, y: Tensor) -> Tensor:
-        if self.remove_dc:
-            dc = y.mean(-1, keepdim=True)
-            return self.decoder(self.activation(self.encoder(y - dc))) + dc
-        return self.decoder(self.activation(self.encoder(y)))
+        if not self.gate:
+            if self.remove_dc:
+                dc = y.mean(-1, keepdim=True)
+                return self.decoder(self.activation(self.encoder(y - dc))) + dc
+            return self.decoder(self.activation(self.encoder(y)))
+        dc = y.mean(-1, keepdim=True) if self.remove_dc else torch.zeros_like(y[..., :1])
+        yc = y - dc
+        xz = self.decoder(self.activation(self.encoder(yc)))
+        res = yc - xz
+        return xz + self.gate_value(xz, res) * res + dc
+
+    def gate_value(self, estimate: Tensor, residual: Tensor) -> Tensor:
+        """The residual gate ``g = sigmoid(a log rho + b)``, ``rho = ||estimate|| / ||residual||`` per row.
+
+        ``rho`` is a patch signal-to-noise ratio that needs no noise level and does not
+        change when the patch is scaled, so the gated model stays pivotal: a patch the
+        code explains well (high ``rho``) gets its residual back, a noisy one does not.
+        """
+        num = (estimate.square().sum(-1, keepdim=True) + 1e-12).sqrt()
+        den = (residual.square().sum(-1, keepdim=True) + 1e-12).sqrt()
+        return torch.sigmoid(self.gate_a * torch.log(num / den) + self.gate_b)
 
     def extra_repr(self) -> str:
-        return f"n={self.n}, m={self.m}, remove_dc={self.remove_dc}"
+        return f"n={self.n}, m={self.m}, remove_dc={self.remove_dc}" + (", gate=True" if self.gate else "")
 
 
 class PatchDenoiser(Denoiser):
@@ -311,7 +336,8 @@ def build_model(config: dict) -> SparseAE:
     m = int(config["m"])
     act = make_activation(config["activation"], m, lam=config.get("nelu_lam"),
                           threshold=float(config.get("relu_threshold", 0.0)))
-    return SparseAE(int(config["patch"]) ** 2, m, act, remove_dc=bool(config.get("remove_dc", True)), generator=gen)
+    return SparseAE(int(config["patch"]) ** 2, m, act, remove_dc=bool(config.get("remove_dc", True)), generator=gen,
+                    gate=bool(config.get("gate", False)))
 
 
 def read_checkpoint(path: str | Path, fmt: str, version: int, what: str) -> dict:

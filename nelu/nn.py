@@ -103,6 +103,51 @@ class NeLU(nn.Module):
         return f"lam={lam_txt}, nonneg={self.nonneg}, method={self.method!r}"
 
 
+class WeightedNeLU(nn.Module):
+    """Weighted square-root lasso layer: one learned ``lam_i > 0`` per unit, one shared residual norm.
+
+    ``z_i = relu(u_i - lam_i r)`` with ``r = ||u - z||_2`` (:func:`nelu.functional.weighted_nelu`):
+    still pivotal (scaling ``u`` scales ``r`` and ``z``), but units that carry signal can
+    learn small weights and units that mostly see noise large ones. ``lam = exp(raw)``.
+
+    >>> layer = WeightedNeLU(4, lam=0.2)
+    >>> layer(torch.tensor([[3.0, 1.0, -1.0, 0.0]])).shape
+    torch.Size([1, 4])
+    """
+
+    pivotal = True
+
+    def __init__(self, num_features: int, lam: float = 0.05, nonneg: bool = True) -> None:
+        super().__init__()
+        if num_features < 1:
+            raise ValueError(f"num_features must be a positive integer, got {num_features}")
+        if not (math.isfinite(lam) and lam > 0):
+            raise ValueError(f"lam must be positive and finite, got {lam}")
+        self.raw = nn.Parameter(torch.full((num_features,), math.log(lam)))
+        self.nonneg = nonneg
+
+    @property
+    def lam(self) -> Tensor:
+        """The weights ``lam_i = exp(raw_i)`` (``raw`` clamped to [-20, 20]: finite and > 0)."""
+        return torch.exp(self.raw.clamp(-20.0, 20.0))
+
+    def forward(self, u: Tensor) -> Tensor:
+        return F.weighted_nelu(u, self.lam, nonneg=self.nonneg)
+
+    def thresholds(self, u: Tensor) -> Tensor:
+        """The threshold ``lam_i r`` of each unit of each row: shape of ``u``."""
+        return self.lam * F.weighted_sqrt_lasso_residual(u, self.lam, nonneg=self.nonneg)
+
+    def learned(self) -> dict:
+        """Summary of the learned weights: ``lam_median``, ``lam_mean``, ``lam_min``, ``lam_max``."""
+        lam = self.lam.detach()
+        return {"lam_median": float(lam.median()), "lam_mean": float(lam.mean()), "lam_min": float(lam.min()),
+                "lam_max": float(lam.max())}
+
+    def extra_repr(self) -> str:
+        return f"num_features={self.raw.numel()}, nonneg={self.nonneg}"
+
+
 class _Thresholding(nn.Module):
     """A per-unit learned threshold ``b`` (shape ``(m,)``) applied to the last dimension."""
 

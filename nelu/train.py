@@ -61,6 +61,8 @@ __all__ = ["ConfigError", "TrainConfig", "train", "strip_optimizer", "VAL_NOISE_
 
 #: Seed of the validation noise: the same for every model, independent of ``seed``.
 VAL_NOISE_SEED = 20240601
+#: How blind training draws a noise level per sample in ``sigma_range``.
+SIGMA_SAMPLINGS = ("uniform", "log-uniform")
 
 
 @dataclass
@@ -97,6 +99,9 @@ class TrainConfig:
     remove_dc: bool = True
     nelu_lam: float | None = None  # initial NeLU lam (None: universal_lam(m))
     relu_threshold: float = 0.0  # initial ReLU threshold
+    gate: bool = False  # a scale-free residual gate (nelu.models.SparseAE.gate_value)
+    sigma_sampling: str = "uniform"  # blind training: "uniform" or "log-uniform" levels in sigma_range
+    loss_weight_power: float = 0.0  # blind training: each sample's MSE weighted by (sigma / 25)**-p
     checkpoint_every: int = 1000
     progress: bool | None = None  # None: a bar only when stderr is a terminal
 
@@ -144,6 +149,13 @@ class TrainConfig:
         if self.warmup >= 1:
             raise ConfigError(f"warmup is a fraction in [0, 1), got {self.warmup}")
         check_number("min_lr_factor", self.min_lr_factor, 0, 1)
+        check_number("loss_weight_power", self.loss_weight_power, 0, 4)
+        if self.sigma_sampling not in SIGMA_SAMPLINGS:
+            raise ConfigError(f"sigma_sampling must be one of {', '.join(SIGMA_SAMPLINGS)}, got {self.sigma_sampling!r}")
+        if self.sigma_sampling == "log-uniform" and self.sigma_range is not None and self.sigma_range[0] <= 0:
+            raise ConfigError("log-uniform sigma sampling needs a sigma range with lo > 0")
+        if not isinstance(self.gate, bool):
+            raise ConfigError(f"gate must be true or false, got {self.gate!r}")
         check_device(self.device)
         need, have = self.memory_bytes(), memory_limit_bytes()
         if have is not None and need > 0.75 * have:
@@ -255,12 +267,18 @@ def train(
             n = cfg.patch**2
             lo, hi = (cfg.sigma, cfg.sigma) if cfg.sigma is not None else cfg.sigma_range
 
-            def batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+            def batch(gen: torch.Generator) -> tuple[torch.Tensor, ...]:
                 idx = torch.randint(cfg.pool_size, (cfg.batch_size,), generator=gen).to(device)
                 clean = pool[idx]
                 u = torch.rand(cfg.batch_size, 1, generator=gen)
-                sig = (lo + (hi - lo) * u).to(device) / 255.0  # a level per sample (blind) or the fixed one
-                return clean + sig * torch.randn(cfg.batch_size, n, generator=gen).to(device), clean
+                if cfg.sigma_sampling == "log-uniform":
+                    level = torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * u)
+                else:  # a level per sample (blind) or the fixed one
+                    level = lo + (hi - lo) * u
+                noisy = clean + (level.to(device) / 255.0) * torch.randn(cfg.batch_size, n, generator=gen).to(device)
+                if cfg.loss_weight_power:
+                    return noisy, clean, (level.to(device) / 25.0) ** -cfg.loss_weight_power
+                return noisy, clean
 
             def describe() -> dict:
                 return {"val_psnr": _validate(model, cfg, val_clean, val_noisy, device),

@@ -6,7 +6,8 @@ DnCNN-style network (:func:`nelu.baselines.train_dncnn`) and the synthetic exper
 (:func:`nelu.synthetic.fit`). A caller builds the model, the optimizer and a ``batch``
 function that draws ``(noisy, clean)`` from a :class:`torch.Generator`; :func:`fit` runs
 
-* the loss ``mean((model(noisy) - clean)**2)`` with a check that it is finite,
+* the loss ``mean((model(noisy) - clean)**2)`` (each sample weighted when ``batch`` gives
+  weights) with a check that it is finite,
 * the learning-rate schedule of :func:`lr_factor` (linear warm-up, then cosine),
 * a history entry every ``log_every`` steps and at the end (mean training MSE since
   the last entry, learning rate, time, plus what ``describe`` adds, e.g. a validation
@@ -168,10 +169,22 @@ def _plain(v):
     return list(v) if isinstance(v, tuple) else v
 
 
+def _with_defaults(saved: dict, cfg) -> dict:
+    """``saved`` with the fields it lacks (added to the config class after it was written) at their defaults."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+    return {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+
+
 def config_matches(saved: dict, cfg) -> bool:
-    """Whether a checkpoint's config equals the dataclass ``cfg`` up to :data:`RUNTIME_FIELDS`."""
-    now = dataclasses.asdict(cfg)
-    return isinstance(saved, dict) and set(saved) == set(now) and all(
+    """Whether a checkpoint's config equals the dataclass ``cfg`` up to :data:`RUNTIME_FIELDS`.
+
+    A field missing from ``saved`` (a checkpoint written before the field existed) counts
+    as its default value.
+    """
+    if not isinstance(saved, dict):
+        return False
+    now, saved = dataclasses.asdict(cfg), _with_defaults(saved, cfg)
+    return set(saved) == set(now) and all(
         _plain(saved[k]) == _plain(now[k]) for k in now if k not in RUNTIME_FIELDS)
 
 
@@ -203,7 +216,7 @@ def open_run(out: str | Path, cfg, load: Callable[[Path], dict], resume: bool) -
         ckpt = None
         if resume and out.exists():
             ckpt = load(out)
-            saved, now = dict(ckpt["config"]), dataclasses.asdict(cfg)
+            saved, now = _with_defaults(dict(ckpt["config"]), cfg), dataclasses.asdict(cfg)
             diffs = [f"{k}: {saved.get(k)!r} in the checkpoint, {now[k]!r} now"
                      for k in now if k not in RUNTIME_FIELDS and _plain(saved.get(k)) != _plain(now[k])]
             if diffs:
@@ -248,7 +261,7 @@ def train_or_reuse(cfg, path: Path, fresh: bool, load: Callable[[Path], dict],
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    batch: Callable[[torch.Generator], tuple[Tensor, Tensor]],
+    batch: Callable[[torch.Generator], tuple[Tensor, ...]],
     generator: torch.Generator,
     *,
     steps: int,
@@ -269,7 +282,8 @@ def fit(
 
     Args:
         model, optimizer: built by the caller (seeded); the model is put in training mode.
-        batch: ``batch(generator) -> (noisy, clean)``, on the model's device.
+        batch: ``batch(generator) -> (noisy, clean)`` or ``(noisy, clean, weight)``, on the
+            model's device; ``weight`` (shape ``(B, 1)``) weights each sample's squared error.
         generator: the source of every batch; its state is checkpointed.
         steps: total number of steps; the learning rate follows :func:`lr_factor`
             ``(step, steps, warmup, min_lr_factor)``.
@@ -318,8 +332,9 @@ def fit(
 
     model.train()
     while step < end:
-        noisy, clean = batch(generator)
-        loss = torch.mean((model(noisy) - clean) ** 2)
+        noisy, clean, *weight = batch(generator)
+        error = (model(noisy) - clean) ** 2
+        loss = torch.mean(weight[0] * error) if weight else torch.mean(error)
         _check_finite_loss(loss, step, out)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

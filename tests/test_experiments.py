@@ -6,16 +6,17 @@ import inspect
 import json
 
 import pytest
+from conftest import needs_data
 
 from nelu.cli import build_parser
 from nelu.experiments import ALL, EXPERIMENTS, Context, ExperimentError, get
-from nelu.experiments.common import mean, relative_path, std, summary_stats
+from nelu.experiments.common import TEST_SIGMAS, mean, relative_path, std, summary_stats
 
 
 def test_registry_matches_the_command_line():
     choices = build_parser()._subparsers._group_actions[0].choices["reproduce"]._actions[1].choices
     assert set(choices) == set(EXPERIMENTS) | {"all"}
-    assert set(ALL) == set(EXPERIMENTS) - {"baselines"}
+    assert set(ALL) == set(EXPERIMENTS) - {"baselines", "universal"}
     with pytest.raises(ExperimentError, match="unknown experiment"):
         get("everything")
 
@@ -45,3 +46,37 @@ def test_summaries():
     assert summary_stats(res, 5.0, ("psnr",)) == {"noisy_psnr_mean": 2.0, "psnr_mean": 3.0,
                                                   "psnr_std": pytest.approx(2**0.5)}
     assert std([1.0]) == 0.0 and mean([]) != mean([])  # nan
+
+
+@needs_data
+def test_universal_study_tiny(tmp_path, tiny_profiles, monkeypatch, capsys):
+    from nelu.cli import main
+    from nelu.experiments import universal
+    from nelu.models import load_denoiser
+
+    monkeypatch.setitem(universal.PROFILES, "quick", {
+        "train": dict(patch=4, m=8, steps=3, batch_size=8, lr=2e-3, nelu_lam=0.05, pool_size=100, train_images=1,
+                      val_images=1, val_every=0, val_stride=4, eval_stride=4),
+        "images": 1, "lever_images": 1})
+    quick = ["--profile", "quick", "--out", str(tmp_path)]
+    assert main(["reproduce", "universal", *quick]) == 2  # the oracles come from reproduce bsd68
+    assert "reproduce bsd68" in capsys.readouterr().err
+    assert main(["reproduce", "bsd68", *quick]) == 0
+    assert main(["reproduce", "universal", *quick]) == 0
+    res = json.loads((tmp_path / "universal.json").read_text())
+    assert {m["role"] for m in res["models"].values()} == {"lever", "recommended", "same-recipe"}
+    rec = res["models"]["universal_nelu"]
+    assert rec["train_config"]["activation"] == "wnelu" and rec["train_config"]["gate"]
+    assert {"lam_median", "gate_a", "gate_b"} <= set(rec["learned"])
+    assert res["models"]["universal_relu"]["train_config"]["activation"] == "relu"
+    by_model = {}
+    for r in res["summary"]:
+        by_model.setdefault(r["model"], []).append(r["test_sigma"])
+    assert by_model["universal_nelu"] == list(TEST_SIGMAS) and by_model["lever_gate"] == list(universal.LEVER_SIGMAS)
+    assert by_model["oracle_sigma5"] == [5.0]
+    den = load_denoiser(tmp_path / "checkpoints" / "universal_nelu.pt")  # the committed-checkpoint contract
+    assert den.ae.gate and den.ae.activation.pivotal
+    assert main(["reproduce", "universal", *quick]) == 0  # reuses every checkpoint, same numbers
+    again = json.loads((tmp_path / "universal.json").read_text())
+    assert [r["psnr_mean"] for r in again["summary"]] == [r["psnr_mean"] for r in res["summary"]]
+    assert all(m["reused_checkpoint"] for m in again["models"].values())

@@ -12,6 +12,7 @@ synthetic  signals sparse under a known transform
 bsd68      the patch auto-encoders on BSD68 (trains the checkpoints)
 noise      the BSD68 models under five noise models (trains nothing)
 conv       convolutional auto-encoders
+universal  one blind model for every noise level: levers, the recommended model (not in ``all``)
 baselines  BM3D and a DnCNN-style network (not in ``all``: the longest target)
 ========== ===================================================================
 """
@@ -20,16 +21,17 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import baselines, bsd68, conv, noise, synthetic
+from . import baselines, bsd68, conv, noise, synthetic, universal
 from .common import Context, ExperimentError
 
 __all__ = ["EXPERIMENTS", "ALL", "Context", "ExperimentError", "get"]
 
 #: Every experiment by its ``reproduce`` name, in the order ``all`` runs them.
 EXPERIMENTS: dict[str, ModuleType] = {
-    "synthetic": synthetic, "bsd68": bsd68, "noise": noise, "conv": conv, "baselines": baselines,
+    "synthetic": synthetic, "bsd68": bsd68, "noise": noise, "conv": conv, "universal": universal,
+    "baselines": baselines,
 }
-#: What ``reproduce all`` runs: everything but the baselines (BM3D alone costs ~7 CPU-s per image).
+#: What ``reproduce all`` runs: everything but the one-model study and the baselines (the two longest).
 ALL = ("synthetic", "bsd68", "noise", "conv")
 
 

@@ -17,7 +17,8 @@ What is compared (every row must be present in both, with the same keys):
 * ``synthetic.csv``: every MSE column, in decibels (``10 log10 mse``), to ``--tol-db``;
 * ``noise.csv`` and ``conv.csv`` (other noise models, convolutional models): per model, noise
   model, level and image, the PSNR of the output and of the noisy input, to ``--tol-db``;
-  compared once they are committed (a committed file missing from the fresh run is an error).
+  ``universal.csv`` (the one-model study) per model, level and image; each compared once it
+  is committed (a committed file missing from the fresh run is an error).
 
 Exit status: 0 when everything agrees, 1 when anything drifts (a table of the largest
 differences is printed), 2 when a results file is missing or unreadable. The unit tests
@@ -57,6 +58,7 @@ TABLES = (
     ),
     Table("noise.csv", ("model", "noise", "test_sigma", "image"), {"psnr": "db", "noisy_psnr": "db"}, True),
     Table("conv.csv", ("model", "noise", "test_sigma", "image"), {"psnr": "db", "noisy_psnr": "db"}, True),
+    Table("universal.csv", ("model", "test_sigma", "image"), {"psnr": "db", "noisy_psnr": "db"}, True),
 )
 
 

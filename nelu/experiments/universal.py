@@ -1,0 +1,134 @@
+"""``reproduce universal``: one model, never told sigma, for every noise level (the one-model study).
+
+Every model here is trained blind, with a noise level per sample drawn in
+:data:`SIGMA_RANGE`, and compared with the sigma-matched ReLU oracles of
+``reproduce bsd68`` (their checkpoints, evaluated on the same noisy images).
+
+* **Levers**, one at a time against a fixed baseline (paired NeLU, each sample's MSE
+  weighted by ``(sigma / 25)**-1``): the loss weighting, the code size ``m``, one
+  ``lam_i`` per unit (weighted square-root lasso, ``wnelu``), the scale-free residual
+  gate of :meth:`nelu.models.SparseAE.gate_value`, on :data:`LEVER_SIGMAS` and the
+  profile's ``lever_images``.
+* **The recommended model** (role ``recommended``) and ReLU trained with the same recipe
+  (role ``same-recipe``), on every level of :data:`~nelu.experiments.common.TEST_SIGMAS`
+  and the profile's ``images``.
+
+Writes ``universal.json`` (metadata, models, learned weights, summaries, timings),
+``universal.csv`` (per model, level and image) and the checkpoints.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..data import cached_dataset, dataset_names
+from ..evaluation import evaluate_images
+from ..models import load_checkpoint, load_denoiser
+from ..train import TrainConfig, train
+from ..training import train_or_reuse
+from .common import TEST_SIGMAS, Context, ExperimentError, fmt_sigma, mean, relative_path, summary_stats
+
+__all__ = ["PROFILES", "SIGMA_RANGE", "LEVER_SIGMAS", "BASELINE", "LEVERS", "RECOMMENDED", "model_specs", "run"]
+
+SIGMA_RANGE = (2.0, 75.0)
+LEVER_SIGMAS = (5.0, 10.0, 25.0, 50.0, 75.0)
+#: The fixed baseline every lever changes one thing of (a TrainConfig's fields).
+BASELINE = dict(activation="nelu", loss_weight_power=1.0, gate=False)
+#: name -> the change to the baseline.
+LEVERS: dict[str, dict] = {
+    "baseline": {},
+    "no_weight": dict(loss_weight_power=0.0),
+    "weight_1.25": dict(loss_weight_power=1.25),
+    "weight_1.5": dict(loss_weight_power=1.5),
+    "m512": dict(m=512),
+    "wnelu": dict(activation="wnelu"),
+    "gate": dict(gate=True),
+}
+#: The recommended model: per-unit weights, the residual gate and the 1.25 weighting.
+RECOMMENDED = dict(activation="wnelu", gate=True, loss_weight_power=1.25)
+
+PROFILES: dict[str, dict] = {
+    "full": {"train": dict(patch=8, m=256, steps=8000, batch_size=256, lr=5e-3, nelu_lam=0.05, pool_size=200_000,
+                           train_images=None, val_images=12, val_every=4000, val_stride=4, eval_stride=4),
+             "images": None, "lever_images": 20},
+    "quick": {"train": dict(patch=8, m=32, steps=40, batch_size=64, lr=5e-3, nelu_lam=0.05, pool_size=4000,
+                            train_images=8, val_images=1, val_every=20, val_stride=4, eval_stride=4),
+              "images": 2, "lever_images": 1},
+}
+
+
+def model_specs() -> list[dict]:
+    """Every model of the study: name, role and the TrainConfig fields that differ from the profile's."""
+    specs = [{"name": f"lever_{k}", "role": "lever", "lever": k, **BASELINE, **v} for k, v in LEVERS.items()]
+    specs.append({"name": "universal_nelu", "role": "recommended", "lever": None, **RECOMMENDED})
+    specs.append({"name": "universal_relu", "role": "same-recipe", "lever": None, **RECOMMENDED, "activation": "relu"})
+    return specs
+
+
+def _oracles(ctx: Context, sigmas) -> dict[float, object]:
+    paths = {s: ctx.checkpoint_dir / f"relu_sigma{fmt_sigma(s)}.pt" for s in sigmas}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise ExperimentError(f"reproduce universal compares with the oracles of 'reproduce bsd68': "
+                              f"{', '.join(missing)} missing; run 'python -m nelu reproduce bsd68 --profile "
+                              f"{ctx.profile}' first or pass --checkpoints FOLDER (e.g. results/checkpoints)")
+    return {s: load_denoiser(p) for s, p in paths.items()}
+
+
+def run(ctx: Context) -> dict:
+    profile, out, seed, threads, log = ctx.profile, ctx.out, ctx.seed, ctx.threads, ctx.log
+    prof = PROFILES[profile]
+    oracles = _oracles(ctx, TEST_SIGMAS)
+    t_all = time.perf_counter()
+    timings: dict = {"train_s": {}, "eval_s": {}}
+    models, rows, summary = {}, [], []
+
+    def evaluate(name: str, den, role: str, sigmas, limit) -> None:
+        images, names = cached_dataset("BSD68", limit), dataset_names("BSD68", limit)
+        t = time.perf_counter()
+        torch.set_num_threads(threads)
+        res = evaluate_images(den, images, list(sigmas), seed=seed, metrics=("psnr",))
+        timings["eval_s"][name] = time.perf_counter() - t
+        for s in sigmas:
+            rows.extend({"model": name, "role": role, "test_sigma": s, "image": im, "noisy_psnr": res["noisy_psnr"][s][i],
+                         "psnr": res["psnr"][s][i]} for i, im in enumerate(names))
+            summary.append({"model": name, "role": role, "test_sigma": s, "n_images": len(names),
+                            **summary_stats(res, s, ("psnr",))})
+        log(f"universal: {name} on {len(names)} images: " + ", ".join(f"{fmt_sigma(s)}:{mean(res['psnr'][s]):.2f}"
+                                                                      for s in sigmas))
+
+    for spec in model_specs():
+        fields = {k: v for k, v in spec.items() if k not in ("name", "role", "lever")}
+        cfg = TrainConfig(sigma=None, sigma_range=SIGMA_RANGE, seed=seed, threads=threads, progress=False,
+                          **{**prof["train"], **fields})
+        path = ctx.checkpoint_dir / f"{spec['name']}.pt"
+        t = time.perf_counter()
+        ck, reused = train_or_reuse(cfg, path, ctx.fresh, load_checkpoint, train)
+        timings["train_s"][spec["name"]] = time.perf_counter() - t
+        den = load_denoiser(path)
+        learned = den.ae.activation.learned()
+        if den.ae.gate:
+            learned.update(gate_a=float(den.ae.gate_a.detach()), gate_b=float(den.ae.gate_b.detach()))
+        models[spec["name"]] = {**spec, "checkpoint": relative_path(path, out), "reused_checkpoint": reused,
+                                "train_time_s": ck.get("elapsed_s"), "steps": ck["step"], "learned": learned,
+                                "history": ck["history"], "train_config": ck["config"]}
+        log(f"universal: {spec['name']}: {'reused' if reused else 'trained'} in {timings['train_s'][spec['name']]:.1f}s")
+        if spec["role"] == "lever":
+            evaluate(spec["name"], den, "lever", LEVER_SIGMAS, prof["lever_images"])
+        else:
+            evaluate(spec["name"], den, spec["role"], TEST_SIGMAS, prof["images"])
+    for s, den in oracles.items():  # the sigma-matched ceiling on the same noisy images
+        evaluate(f"oracle_sigma{fmt_sigma(s)}", den, "oracle", [s], prof["images"])
+        if s in LEVER_SIGMAS and prof["lever_images"] != prof["images"]:
+            evaluate(f"oracle_sigma{fmt_sigma(s)}_levers", den, "oracle-levers", [s], prof["lever_images"])
+    timings["total_s"] = time.perf_counter() - t_all
+    meta = ctx.meta(profile=profile, seed=seed, threads=threads, eval_noise_seed=seed, sigma_range=list(SIGMA_RANGE),
+                    test_sigmas=list(TEST_SIGMAS), lever_sigmas=list(LEVER_SIGMAS), train_settings=prof["train"],
+                    baseline=BASELINE, recommended=RECOMMENDED, images=dataset_names("BSD68", prof["images"]),
+                    lever_images=dataset_names("BSD68", prof["lever_images"]), timings=timings)
+    ctx.write_json("universal.json", {"meta": meta, "models": models, "summary": summary})
+    ctx.write_csv("universal.csv", rows)
+    log(f"universal: wrote {out / 'universal.json'} and universal.csv ({timings['total_s']:.0f}s)")
+    return timings
