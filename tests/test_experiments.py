@@ -64,10 +64,12 @@ def test_universal_study_tiny(tmp_path, tiny_profiles, monkeypatch, capsys):
     assert main(["reproduce", "bsd68", *quick]) == 0
     assert main(["reproduce", "universal", *quick]) == 0
     res = json.loads((tmp_path / "universal.json").read_text())
-    assert {m["role"] for m in res["models"].values()} == {"lever", "recommended", "same-recipe"}
+    assert {m["role"] for m in res["models"].values()} == {"lever", "recommended", "same-recipe", "fixed"}
     rec = res["models"]["universal_nelu"]
     assert rec["train_config"]["activation"] == "wnelu" and rec["train_config"]["gate"]
     assert {"lam_median", "gate_a", "gate_b"} <= set(rec["learned"])
+    assert [c["sigma"] for c in rec["code_stats"]] == list(TEST_SIGMAS) and rec["code_stats"][0]["k_mean"] >= 0
+    assert res["models"]["universal_nelu_sigma25"]["train_config"]["sigma"] == 25.0
     assert res["models"]["universal_relu"]["train_config"]["activation"] == "relu"
     by_model = {}
     for r in res["summary"]:

@@ -12,6 +12,11 @@ Every model here is trained blind, with a noise level per sample drawn in
 * **The recommended model** (role ``recommended``) and ReLU trained with the same recipe
   (role ``same-recipe``), on every level of :data:`~nelu.experiments.common.TEST_SIGMAS`
   and the profile's ``images``.
+* **The lambda question**: the recommended architecture trained at each fixed level of
+  :data:`FIXED_SIGMAS` (role ``fixed``), to see how much its learned weights move with the
+  training noise; and, for the recommended model, the number ``k`` of active units and
+  ``sum_active lam_i**2`` (the ``lam**2 k`` of the threshold equation) on BSD68 patches at
+  every test level (``code_stats``).
 
 Writes ``universal.json`` (metadata, models, learned weights, summaries, timings),
 ``universal.csv`` (per model, level and image) and the checkpoints.
@@ -30,7 +35,8 @@ from ..train import TrainConfig, train
 from ..training import train_or_reuse
 from .common import TEST_SIGMAS, Context, ExperimentError, fmt_sigma, mean, relative_path, summary_stats
 
-__all__ = ["PROFILES", "SIGMA_RANGE", "LEVER_SIGMAS", "BASELINE", "LEVERS", "RECOMMENDED", "model_specs", "run"]
+__all__ = ["PROFILES", "SIGMA_RANGE", "LEVER_SIGMAS", "BASELINE", "LEVERS", "RECOMMENDED", "FIXED_SIGMAS",
+           "model_specs", "code_stats", "run"]
 
 SIGMA_RANGE = (2.0, 75.0)
 LEVER_SIGMAS = (5.0, 10.0, 25.0, 50.0, 75.0)
@@ -48,6 +54,8 @@ LEVERS: dict[str, dict] = {
 }
 #: The recommended model: per-unit weights, the residual gate and the 1.25 weighting.
 RECOMMENDED = dict(activation="wnelu", gate=True, loss_weight_power=1.25)
+#: Training levels of the fixed-sigma versions of the recommended architecture.
+FIXED_SIGMAS = (15.0, 25.0, 50.0)
 
 PROFILES: dict[str, dict] = {
     "full": {"train": dict(patch=8, m=256, steps=8000, batch_size=256, lr=5e-3, nelu_lam=0.05, pool_size=200_000,
@@ -64,7 +72,35 @@ def model_specs() -> list[dict]:
     specs = [{"name": f"lever_{k}", "role": "lever", "lever": k, **BASELINE, **v} for k, v in LEVERS.items()]
     specs.append({"name": "universal_nelu", "role": "recommended", "lever": None, **RECOMMENDED})
     specs.append({"name": "universal_relu", "role": "same-recipe", "lever": None, **RECOMMENDED, "activation": "relu"})
+    for s in FIXED_SIGMAS:
+        specs.append({"name": f"universal_nelu_sigma{fmt_sigma(s)}", "role": "fixed", "lever": None,
+                      **RECOMMENDED, "loss_weight_power": 0.0, "sigma": s})
     return specs
+
+
+@torch.no_grad()
+def code_stats(ae, images: list[torch.Tensor], sigmas, *, patches: int = 20000, seed: int = 0) -> list[dict]:
+    """Active units ``k`` and ``sum_active lam_i**2`` of a weighted-NeLU model's code, per noise level.
+
+    On ``patches`` random patches of ``images`` (seeded) plus Gaussian noise at each level:
+    the mean and 90th percentile of ``k`` and of ``sum_{active} lam_i**2`` (``lam**2 k``
+    for one shared ``lam``), and the mean residual norm ``r`` over ``sigma sqrt(m)``.
+    """
+    from ..data import random_patches
+
+    clean = random_patches(images, patches, int(round(ae.n ** 0.5)), torch.Generator().manual_seed(seed))
+    act, out = ae.activation, []
+    lam2 = act.lam.detach() ** 2
+    for s in sigmas:
+        noisy = clean + s / 255.0 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed + 1))
+        u = ae.encoder(noisy - noisy.mean(-1, keepdim=True) if ae.remove_dc else noisy)
+        active = act(u) > 0
+        k = active.sum(-1).double()
+        load = (active * lam2).sum(-1).double()
+        out.append({"sigma": float(s), "k_mean": float(k.mean()), "k_p90": float(k.quantile(0.9)),
+                    "lam2k_mean": float(load.mean()), "lam2k_p90": float(load.quantile(0.9)),
+                    "lam2k_max": float(load.max())})
+    return out
 
 
 def _oracles(ctx: Context, sigmas) -> dict[float, object]:
@@ -101,8 +137,9 @@ def run(ctx: Context) -> dict:
 
     for spec in model_specs():
         fields = {k: v for k, v in spec.items() if k not in ("name", "role", "lever")}
-        cfg = TrainConfig(sigma=None, sigma_range=SIGMA_RANGE, seed=seed, threads=threads, progress=False,
-                          **{**prof["train"], **fields})
+        noise = {"sigma": fields.pop("sigma"), "sigma_range": None} if "sigma" in fields else \
+            {"sigma": None, "sigma_range": SIGMA_RANGE}
+        cfg = TrainConfig(seed=seed, threads=threads, progress=False, **noise, **{**prof["train"], **fields})
         path = ctx.checkpoint_dir / f"{spec['name']}.pt"
         t = time.perf_counter()
         ck, reused = train_or_reuse(cfg, path, ctx.fresh, load_checkpoint, train)
@@ -117,8 +154,13 @@ def run(ctx: Context) -> dict:
         log(f"universal: {spec['name']}: {'reused' if reused else 'trained'} in {timings['train_s'][spec['name']]:.1f}s")
         if spec["role"] == "lever":
             evaluate(spec["name"], den, "lever", LEVER_SIGMAS, prof["lever_images"])
-        else:
+        elif spec["role"] != "fixed":  # the fixed-sigma models are there for their weights
             evaluate(spec["name"], den, spec["role"], TEST_SIGMAS, prof["images"])
+        if spec["role"] == "recommended":
+            t = time.perf_counter()
+            models[spec["name"]]["code_stats"] = code_stats(den.ae, cached_dataset("BSD68", prof["lever_images"]),
+                                                            TEST_SIGMAS, seed=seed)
+            timings["code_stats_s"] = time.perf_counter() - t
     for s, den in oracles.items():  # the sigma-matched ceiling on the same noisy images
         evaluate(f"oracle_sigma{fmt_sigma(s)}", den, "oracle", [s], prof["images"])
         if s in LEVER_SIGMAS and prof["lever_images"] != prof["images"]:
