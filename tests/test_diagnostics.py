@@ -1,0 +1,74 @@
+"""Tests of nelu.diagnostics: measurements on auto-encoders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nelu import diagnostics as dg
+from nelu.models import SparseAE
+
+
+def _ae(act: str) -> SparseAE:
+    ae = SparseAE(16, 32, act, generator=torch.Generator().manual_seed(0))
+    if act == "relu":
+        with torch.no_grad():
+            ae.activation.threshold.fill_(0.05)
+    return ae.eval()
+
+
+def test_code_statistics_nelu_is_scale_free_on_pure_noise():
+    """Constant patches: the code sees pure noise, and NeLU's statistics do not depend on sigma."""
+    flat = torch.full((2000, 16), 0.5)
+    st = dg.code_statistics(_ae("nelu"), flat, [5.0, 25.0, 75.0])
+    assert st.clean_residual == pytest.approx(0.0, abs=1e-5)
+    np.testing.assert_allclose(st.active, st.active[0], rtol=1e-4)
+    np.testing.assert_allclose(st.kappa, st.kappa[0], rtol=1e-4)
+    np.testing.assert_allclose(st.ratio, st.ratio[0], rtol=1e-4)
+    assert 0.5 < st.ratio[0] <= 1.0 + 1e-6                 # some noise passes into the code
+    np.testing.assert_allclose(st.noise / st.noise[0], [1.0, 5.0, 15.0], rtol=1e-5)
+    # a fixed ReLU threshold lets more and more noise through
+    relu = dg.code_statistics(_ae("relu"), flat, [5.0, 25.0, 75.0])
+    assert relu.active[0] < relu.active[1] < relu.active[2]
+    np.testing.assert_allclose(relu.threshold, 0.05, rtol=1e-6)
+    np.testing.assert_allclose(relu.kappa * relu.sigmas, relu.kappa[0] * 5.0, rtol=1e-5)
+
+
+def test_code_statistics_with_signal():
+    g = torch.Generator().manual_seed(1)
+    clean = torch.rand(1000, 16, generator=g)
+    st = dg.code_statistics(_ae("nelu"), clean, [1.0, 50.0])
+    assert st.clean_residual > 0 and 0 < st.clean_negative_share <= 1
+    assert st.ratio[0] > st.ratio[1]                       # the signal dominates at low noise
+    assert st.crossover == pytest.approx(1.0 * st.clean_residual / st.noise[0])
+    with pytest.raises(ValueError):
+        dg.code_statistics(_ae("nelu"), clean, [0.0])
+
+
+def test_unit_statistics():
+    g = torch.Generator().manual_seed(3)
+    clean = torch.rand(2000, 16, generator=g)
+    ae = _ae("nelu")
+    st = dg.unit_statistics(ae, clean, 25.0)
+    assert st.snr.shape == st.active.shape == st.residual_share.shape == (32,)
+    assert st.residual_share.sum() == pytest.approx(1.0) and (st.residual_share >= 0).all()
+    np.testing.assert_allclose(st.decoder_norm, ae.decoder.weight.detach().norm(dim=0).numpy(), rtol=1e-6)
+    # the paired initialization: W = [V; -V] with unit rows on the zero-mean subspace
+    np.testing.assert_allclose(st.encoder_norm, 1.0, rtol=1e-5)
+    np.testing.assert_allclose(st.snr[:16], st.snr[16:], rtol=1e-5)
+    assert dg.unit_statistics(ae, clean, 100.0).snr.mean() < st.snr.mean()
+    with pytest.raises(ValueError):
+        dg.unit_statistics(ae, clean, 0.0)
+
+
+def test_best_lam():
+    g = torch.Generator().manual_seed(2)
+    clean = torch.rand(500, 16, generator=g)
+    lams = [0.01, 0.05, 0.2]
+    best, mse = dg.best_lam(_ae("nelu"), clean, [10.0, 40.0], lams)
+    assert mse.shape == (2, 3) and set(best) <= set(lams)
+    assert np.all(best == np.array(lams)[mse.argmin(axis=1)])
+    with pytest.raises(ValueError, match="NeLU"):
+        dg.best_lam(_ae("relu"), clean, [10.0], lams)
+

@@ -1,0 +1,71 @@
+"""Tests of nelu.plots: the curves and images it draws (Agg backend, fast)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from test_results import write_tiny  # noqa: E402
+
+from nelu import plots as pl  # noqa: E402
+from nelu import results as rs  # noqa: E402
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    return write_tiny(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_plots_tiny(tiny):
+    r = rs.load_bsd68(tiny)
+    fig, (a, b) = plt.subplots(1, 2)
+    pl.psnr_vs_sigma(a, r, ["relu_sigma20", "nelu_sigma20", "nelu_blind0-30"], noisy=True, spread=True)
+    labels = [line.get_label() for line in a.get_lines()]
+    assert labels[:5] == ["noisy input", "σ-matched ReLU (oracle)", "ReLU, σ=20", "NeLU, σ=20", "NeLU, blind 0-30"]
+    vertical = [line for line in a.get_lines() if np.allclose(line.get_xdata(), 20.0)]
+    assert len(vertical) == 1                              # the training sigma, marked once
+    assert "PSNR" in a.get_ylabel() and "σ" in a.get_xlabel()
+    assert [tick.get_text() for tick in a.get_xticklabels()] == ["10", "20"]
+    assert not a.patches                                   # no blind range shaded when a level is marked
+    fig, c = plt.subplots()
+    pl.psnr_vs_sigma(c, r, ["nelu_blind0-30"], oracle=False)
+    assert len(c.patches) == 1 and not c.get_lines()[1:]   # the blind range, shaded; one curve
+    pl.sigma_axis(c, [5.0, 50.0], log=True)
+    assert c.get_xscale() == "log" and [tick.get_text() for tick in c.get_xticklabels()] == ["5", "50"]
+    pl.gap_to_oracle(b, r, ["nelu_sigma20"], train_sigma=None)
+    np.testing.assert_allclose(b.get_lines()[1].get_ydata(), r.gap("nelu_sigma20"))
+    assert b.get_lines()[1].get_color() == pl.COLORS["nelu"]
+    s = rs.load_synthetic(tiny)
+    fig, ax = plt.subplots()
+    pl.mse_vs_sigma(ax, s, relative=True)
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), [1.0, 1.0])
+
+
+def test_filter_mosaic():
+    W = torch.zeros(5, 4)
+    W[:, 0] = torch.arange(1.0, 6.0)
+    W[2, 3] = -10.0
+    mos = pl.filter_mosaic(W, patch=2, ncols=3, pad=1)
+    assert mos.shape == (5, 8)
+    assert np.isnan(mos[2]).all() and np.isnan(mos[:, 2]).all()   # the gaps
+    assert mos[0, 0] == 1.0 and mos[0, 3] == 1.0                   # each tile scaled by its max
+    assert mos[1, 7] == -1.0 and mos[0, 6] == pytest.approx(0.3)  # tile 2: (3, 0, 0, -10) / 10
+    with pytest.raises(ValueError, match="patch"):
+        pl.filter_mosaic(W, patch=3)
+    fig, ax = plt.subplots()
+    pl.show_filters(ax, W, patch=2, ncols=3, title="W")
+    assert ax.get_title() == "W"

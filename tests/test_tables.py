@@ -1,0 +1,54 @@
+"""Tests of nelu.tables: the Table class (HTML, Markdown, text) and the table builders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_results import write_tiny
+
+from nelu import results as rs
+from nelu import tables as tb
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    return write_tiny(tmp_path)
+
+
+def test_table_formats_and_renders():
+    t = tb.Table(["σ", "PSNR", "note"], [[25, 28.123, "<b>"], [50, float("nan"), None]],
+                 formats=[None, ".2f", None], bold={(0, 1)}, caption="A & B")
+    assert t.text(0, 1) == "28.12" and t.text(1, 1) == "-" and t.text(1, 2) == "-"
+    html = t._repr_html_()
+    assert html.count("<table") == 1 and html.count("<tr>") == 3 and "<b>28.12</b>" in html
+    assert "&lt;b&gt;" in html and "A &amp; B" in html                                     # escaped
+    assert t.to_markdown().splitlines()[-2] == "| 25 | **28.12** | <b> |"
+    assert str(t).splitlines()[0] == "A & B" and "28.12" in repr(t)
+
+
+def test_bsd68_tables_tiny(tiny):
+    r = rs.load_bsd68(tiny)
+    t = tb.bsd68_table(r, ["relu_sigma20", "nelu_sigma20"])
+    assert t.columns == ["σ", "noisy", "ReLU, σ=20", "NeLU, σ=20", "oracle"]
+    assert t.rows[0] == ["10", "28.00", "31.00", "31.17", "33.00"]
+    assert t.bold == {(0, 3), (1, 2)}                      # NeLU best at 10, ReLU at 20
+    md = t.to_markdown()
+    assert "| 10 | 28.00 | 31.00 | **31.17** | 33.00 |" in md
+    html = t._repr_html_()
+    assert html.count("<tr>") == 3 and "<b>31.17</b>" in html and "<table" in html
+    assert "31.17" in str(t)
+    s = tb.bsd68_table(r, ["nelu_sigma20"], metric="ssim", spread=True, oracle=False)
+    assert s.columns == ["σ", "NeLU, σ=20"] and s.rows[0] == ["10", "0.8500 ± 0.000"]
+    g = tb.gap_table(r, ["nelu_sigma20"])
+    assert g.text(1, 1) == "-1.00" and g.text(0, 2) == "33.00"
+    m = tb.models_table(r)
+    assert len(m.rows) == 4 and m.text(0, 7) == "mean b = 0.1000" and m.text(2, 3) == "uniform in [0, 30]"
+
+
+def test_synthetic_table_tiny(tiny):
+    s = rs.load_synthetic(tiny)
+    t = tb.synthetic_table(s)
+    assert t.bold == {(0, 2), (1, 3)}                      # ReLU better at 0.1, NeLU at 0.2
+    assert tb.synthetic_table(s, relative=True).text(1, 3) == "0.250"
+
