@@ -1,11 +1,15 @@
 """Measurements on trained auto-encoders.
 
 * :func:`code_statistics` (a :class:`CodeStats`): what the encoder and the activation do
-  to noisy patches at each noise level: active fraction, mean threshold, residual
-  ``||u - z||`` against the noise energy.
+  to noisy patches at each noise level: active fraction, mean threshold (from the
+  activation's own ``thresholds(u)``), residual ``||u - z||`` against the noise energy.
 * :func:`unit_statistics` (a :class:`UnitStats`): the same, unit by unit, at one level.
 * :func:`best_lam`: the NeLU ``lam`` with the smallest patch error at each noise level, the
-  transform held fixed.
+  transform held fixed (a pivotal activation only: ``activation.pivotal``).
+
+The activations are asked, never inspected: ``act.pivotal`` (True for NeLU, False for a
+learned per-unit threshold), ``act.thresholds(u)`` (the threshold each row or unit gets) and
+``act.learned()`` (``{"lam": ...}`` or ``{"threshold_mean": ...}``), see :mod:`nelu.nn`.
 
 Example::
 
@@ -39,7 +43,8 @@ class CodeStats:
 
     Attributes:
         active: mean fraction of non-zero entries of ``z``.
-        threshold: mean threshold applied (NeLU: ``tau = lam ||u - z||``; ReLU: mean of ``b``).
+        threshold: mean of ``activation.thresholds(u)``, the threshold applied (NeLU:
+            ``tau = lam ||u - z||`` per patch; ReLU: the learned ``b`` per unit).
         kappa: ``threshold`` in units of the noise std of a typical code entry,
             ``threshold / (sigma/255 * median_i ||(W C)_i||)`` (``C`` removes the mean).
         residual: root mean square of ``||u - z||`` over the patches.
@@ -75,13 +80,6 @@ def _encode(ae, y: Tensor) -> Tensor:
     return ae.encoder(y)
 
 
-def _threshold(act, u: Tensor) -> Tensor:
-    """The threshold an activation applies to each row of ``u`` (NeLU) or each unit (ReLU)."""
-    if hasattr(act, "lam"):
-        return F.sqrt_lasso_threshold(u, act.lam, nonneg=act.nonneg)
-    return act.threshold.expand_as(u)
-
-
 @torch.no_grad()
 def code_statistics(ae, clean: Tensor, sigmas: Sequence[float], *, seed: int = 0) -> CodeStats:
     """Measure an auto-encoder's code on clean patches plus Gaussian noise at each ``sigma``.
@@ -113,7 +111,7 @@ def code_statistics(ae, clean: Tensor, sigmas: Sequence[float], *, seed: int = 0
         u = _encode(ae, clean + v)
         z = ae.activation(u)
         out["active"].append(float((z > 0).double().mean()))
-        out["threshold"].append(float(_threshold(ae.activation, u).double().mean()))
+        out["threshold"].append(float(ae.activation.thresholds(u).double().mean()))
         out["residual"].append(float((u - z).pow(2).sum(-1).double().mean().sqrt()))
         out["noise"].append(float((v @ C.T @ W.T).pow(2).sum(-1).double().mean().sqrt()))
     arr = {k: np.array(v) for k, v in out.items()}
@@ -182,8 +180,9 @@ def best_lam(ae, clean: Tensor, sigmas: Sequence[float], lams: Sequence[float] |
     Returns ``(best lam per sigma, mse of shape (len(sigmas), len(lams)))``.
     """
     act = ae.activation
-    if not hasattr(act, "lam"):
-        raise ValueError("best_lam needs a NeLU auto-encoder")
+    if not act.pivotal:
+        raise ValueError(f"best_lam needs a NeLU auto-encoder, not one with {type(act).__name__} "
+                         f"(learned {act.learned()})")
     clean = clean.to(ae.encoder.weight.dtype)
     grid = np.asarray(lams.tolist() if isinstance(lams, Tensor) else lams, float)
     unit = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed), dtype=clean.dtype)

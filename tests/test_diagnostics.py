@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from nelu import diagnostics as dg
 from nelu.models import SparseAE
@@ -16,6 +17,25 @@ def _ae(act: str) -> SparseAE:
         with torch.no_grad():
             ae.activation.threshold.fill_(0.05)
     return ae.eval()
+
+
+class _Wrapped(nn.Module):
+    """An activation that answers the interface (pivotal, thresholds, learned) and has no ``lam``."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.pivotal = inner.pivotal
+        self.nonneg = getattr(inner, "nonneg", True)
+
+    def forward(self, u):
+        return self.inner(u)
+
+    def thresholds(self, u):
+        return self.inner.thresholds(u)
+
+    def learned(self):
+        return self.inner.learned()
 
 
 def test_code_statistics_nelu_is_scale_free_on_pure_noise():
@@ -46,6 +66,23 @@ def test_code_statistics_with_signal():
         dg.code_statistics(_ae("nelu"), clean, [0.0])
 
 
+@pytest.mark.parametrize("act", ["nelu", "relu"])
+def test_measurements_ask_the_activation_not_its_attributes(act):
+    """The threshold comes from ``activation.thresholds(u)``: an activation without ``lam`` or
+    ``threshold`` attributes gives the same statistics."""
+    clean = torch.rand(500, 16, generator=torch.Generator().manual_seed(4))
+    ae = _ae(act)
+    plain = dg.code_statistics(ae, clean, [10.0, 40.0])
+    ae.activation = _Wrapped(ae.activation)
+    assert not hasattr(ae.activation, "lam") and not hasattr(ae.activation, "threshold")
+    wrapped = dg.code_statistics(ae, clean, [10.0, 40.0])
+    np.testing.assert_array_equal(wrapped.threshold, plain.threshold)
+    np.testing.assert_array_equal(wrapped.active, plain.active)
+    if act == "nelu":
+        best, _ = dg.best_lam(ae, clean, [10.0], [0.05, 0.1])
+        assert best.shape == (1,)
+
+
 def test_unit_statistics():
     g = torch.Generator().manual_seed(3)
     clean = torch.rand(2000, 16, generator=g)
@@ -69,6 +106,6 @@ def test_best_lam():
     best, mse = dg.best_lam(_ae("nelu"), clean, [10.0, 40.0], lams)
     assert mse.shape == (2, 3) and set(best) <= set(lams)
     assert np.all(best == np.array(lams)[mse.argmin(axis=1)])
-    with pytest.raises(ValueError, match="NeLU"):
+    with pytest.raises(ValueError, match="NeLU.*ShiftedReLU.*threshold_mean"):
         dg.best_lam(_ae("relu"), clean, [10.0], lams)
 
