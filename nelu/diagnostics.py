@@ -1,4 +1,4 @@
-"""Measurements on trained auto-encoders.
+"""Measurements on trained auto-encoders, and the sparse codes the chapters test them on.
 
 * :func:`code_statistics` (a :class:`CodeStats`): what the encoder and the activation do
   to noisy patches at each noise level: active fraction, mean threshold (from the
@@ -6,6 +6,8 @@
 * :func:`unit_statistics` (a :class:`UnitStats`): the same, unit by unit, at one level.
 * :func:`best_lam`: the NeLU ``lam`` with the smallest patch error at each noise level, the
   transform held fixed (a pivotal activation only: ``activation.pivotal``).
+* :func:`sparse_codes`: random non-negative ``k``-sparse codes, the test signals of the
+  lasso chapters.
 
 The activations are asked, never inspected: ``act.pivotal`` (True for NeLU, False for a
 learned per-unit threshold), ``act.thresholds(u)`` (the threshold each row or unit gets) and
@@ -31,7 +33,24 @@ from torch import Tensor
 
 from . import functional as F
 
-__all__ = ["CodeStats", "code_statistics", "UnitStats", "unit_statistics", "best_lam"]
+__all__ = ["CodeStats", "code_statistics", "UnitStats", "unit_statistics", "best_lam", "sparse_codes"]
+
+
+def sparse_codes(count: int, m: int, k: int, generator: torch.Generator, *, low: float = 2.0, high: float = 6.0,
+                 dtype: torch.dtype = torch.float64) -> Tensor:
+    """``count`` non-negative codes (rows) of length ``m`` with ``k`` non-zeros, uniform on ``[low, high]``.
+
+    The support of each row is uniform among the ``k``-subsets of ``{0, ..., m-1}``; the two
+    draws (support, then values) come from ``generator``, so a seeded generator gives the
+    same codes on every machine.
+
+    >>> x = sparse_codes(3, 10, 2, torch.Generator().manual_seed(0))
+    >>> x.shape, (x > 0).sum(dim=1).tolist(), bool(((x == 0) | ((x >= 2) & (x <= 6))).all())
+    (torch.Size([3, 10]), [2, 2, 2], True)
+    """
+    x = torch.zeros(count, m, dtype=dtype)
+    support = torch.rand(count, m, generator=generator).argsort(dim=1)[:, :k]
+    return x.scatter(1, support, low + (high - low) * torch.rand(count, k, generator=generator, dtype=dtype))
 
 
 @dataclass(frozen=True)

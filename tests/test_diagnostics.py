@@ -1,4 +1,4 @@
-"""Tests of nelu.diagnostics: measurements on auto-encoders."""
+"""Tests of nelu.diagnostics: measurements on auto-encoders, and the sparse test codes."""
 
 from __future__ import annotations
 
@@ -109,3 +109,19 @@ def test_best_lam():
     with pytest.raises(ValueError, match="NeLU.*ShiftedReLU.*threshold_mean"):
         dg.best_lam(_ae("relu"), clean, [10.0], lams)
 
+
+def test_sparse_codes_are_the_chapters_codes():
+    """The same codes, bit for bit, as the function the lasso chapters defined for themselves."""
+    m, k = 256, 8
+
+    def chapter(count, gen):
+        x = torch.zeros(count, m, dtype=torch.float64)
+        support = torch.rand(count, m, generator=gen).argsort(dim=1)[:, :k]
+        return x.scatter(1, support, 2 + 4 * torch.rand(count, k, generator=gen, dtype=torch.float64))
+
+    a, b = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    for count in (100, 7):                                 # two calls: the generator advances alike
+        assert torch.equal(dg.sparse_codes(count, m, k, a), chapter(count, b))
+    x = dg.sparse_codes(1000, 20, 3, torch.Generator().manual_seed(1), low=1.0, high=2.0, dtype=torch.float32)
+    assert x.dtype == torch.float32 and ((x > 0).sum(dim=1) == 3).all()
+    assert x[x > 0].min() >= 1.0 and x.max() <= 2.0 and (x >= 0).all()
