@@ -1,4 +1,4 @@
-"""Tests of nelu.results: the readers, on tiny hand-made results and on the committed ones.
+"""Tests of nelu.results: every reader, on tiny hand-made results and on the committed ones.
 
 Two kinds of input: tiny results written to a temporary folder by :func:`write_tiny`
 (every number known; ``tests/test_tables.py`` and ``tests/test_plots.py`` use them too) and
@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from nelu import results as rs
+from nelu.baselines import PUBLISHED_BM3D_BSD68
 from nelu.models import load_denoiser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +87,8 @@ def test_load_tiny(tiny):
     assert r.mean("relu_sigma20", 10) == pytest.approx(31.0)
     assert r.std("relu_sigma20", 10) == pytest.approx(1.0)
     assert r.noisy_psnr == {10.0: 28.0, 20.0: 22.0}
+    assert r.reported("nelu_sigma20", 10) == 93.5 / 3 and r.reported("relu_sigma20", 20, "noisy_psnr_mean") == 22.0
+    assert r.reported("relu_sigma10", 10, "n_images") == 3
     assert r.evaluated("relu_sigma10") == [10.0]
     np.testing.assert_allclose(r.curve("relu_sigma10"), [33.0, np.nan])
     assert r.oracle_name(10) == "relu_sigma10" and r.oracle_name(20) == "relu_sigma20"
@@ -100,6 +103,10 @@ def test_load_tiny(tiny):
         r.values("relu_sigma10", 20)
     with pytest.raises(KeyError, match="no ReLU model"):
         r.oracle_name(15)
+    with pytest.raises(KeyError, match="relu_sigma10"):
+        r.reported("relu_sigma10", 20)
+    with pytest.raises(FileNotFoundError, match="bsd68.csv"):
+        r.rows                                               # no CSV beside the tiny JSON
     # the JSON file itself
     assert rs.load_bsd68(tiny / "bsd68.json").sigmas == (10.0, 20.0)
 
@@ -127,6 +134,26 @@ def test_synthetic_tiny(tiny):
     s = rs.load_synthetic(tiny)
     np.testing.assert_allclose(s.sigmas, [0.1, 0.2])       # sorted
     assert s.at("nelu", 0.2) == 0.01 and s.train_sigma == 0.1 and s.learned["nelu_lam"] == 0.08
+    assert s.folder == tiny
+
+
+def test_read_rows_types_cells(tmp_path):
+    (tmp_path / "x.csv").write_text("image,index,test_sigma,assumed_sigma,oracle,train_range,psnr\n"
+                                    "test001.png,0,5.0,,True,0-75,30.5\n"
+                                    "test002.png,1,25.0,25.0,False,,nan\n")
+    rows = rs.read_rows(tmp_path, "x.csv")
+    assert rows.columns == ("image", "index", "test_sigma", "assumed_sigma", "oracle", "train_range", "psnr")
+    first, second = rows
+    assert first == {"image": "test001.png", "index": 0, "test_sigma": 5.0, "assumed_sigma": None, "oracle": True,
+                     "train_range": "0-75", "psnr": 30.5}
+    assert type(first["index"]) is int and second["oracle"] is False and math.isnan(second["psnr"])
+    assert rows.where(test_sigma=25) == [second]
+    np.testing.assert_allclose(rows.column("assumed_sigma"), [np.nan, 25.0])
+    assert rs.read_rows(tmp_path / "x.csv").rows[0] == first                # the file itself
+    with pytest.raises(KeyError, match="no column"):
+        rows.where(model="a")
+    with pytest.raises(FileNotFoundError):
+        rs.read_rows(tmp_path, "y.csv")
 
 
 # ------------------------------------------------------------------- committed results
@@ -158,6 +185,19 @@ def test_committed_bsd68_robust_facts():
 
 
 @committed
+def test_committed_bsd68_csv_files_agree_with_the_json():
+    r = rs.load_bsd68(RESULTS)
+    assert len(r.rows) == 68 * len(r.per_image) and len(r.summary_rows) == len(r.summary)
+    for (m, s), v in r.per_image.items():
+        np.testing.assert_allclose(r.rows.column("psnr", model=m, test_sigma=s), v["psnr"], rtol=1e-12)
+        assert r.reported(m, s) == pytest.approx(r.mean(m, s), rel=1e-12)   # as written vs recomputed
+    for row in r.summary_rows:
+        assert row["psnr_mean"] == pytest.approx(r.reported(row["model"], row["test_sigma"]), rel=1e-12)
+    noisy = r.rows.column("noisy_psnr", model="nelu_sigma25", test_sigma=25.0)
+    assert noisy.mean() == pytest.approx(r.reported("nelu_sigma25", 25.0, "noisy_psnr_mean"), rel=1e-12)
+
+
+@committed
 def test_committed_learned_lam_matches_checkpoints():
     r = rs.load_bsd68(RESULTS)
     for m in r.names(activation="nelu"):
@@ -173,4 +213,85 @@ def test_committed_synthetic():
     assert s.at("oracle", 0.1) == s.at("relu", 0.1)        # the oracle at the training sigma is the model
     assert all(s.at("nelu", x) < s.at("relu", x) for x in (0.2, 0.3, 0.5))
     assert not math.isnan(s.learned["nelu_lam"])
+    np.testing.assert_allclose(s.rows.column("nelu_mse"), s.mse["nelu"], rtol=1e-12)   # synthetic.csv
+
+
+@committed
+def test_committed_noise():
+    n = rs.load_noise(RESULTS)
+    assert n.kinds[0] == "gaussian" and len(n.kinds) == 5 and n.sigmas == (5.0, 15.0, 25.0, 50.0, 75.0)
+    assert len(n.summary) == len(n.models) * len(n.kinds) * len(n.sigmas) and len(n.images) == 68
+    assert n.meta["profile"] == "full"
+    b = rs.load_bsd68(RESULTS)
+    for m in n.models:                                     # Gaussian noise: the BSD68 evaluation, again
+        for s in n.sigmas:
+            np.testing.assert_allclose(n.values(m, "gaussian", s), b.values(m, s), rtol=0, atol=1e-9)
+    assert n.reported("nelu_sigma25", "laplace", 75) == pytest.approx(n.values("nelu_sigma25", "laplace", 75).mean())
+    assert n.reported("nelu_sigma25", "varying", 50, "psnr_band3_mean") > 0
+    assert len(n.rows) == 68 * len(n.summary)                # noise.csv
+    np.testing.assert_allclose(n.rows.column("psnr", model="relu_sigma25", noise="uniform", test_sigma=25.0),
+                               n.values("relu_sigma25", "uniform", 25), rtol=1e-12)
+    with pytest.raises(KeyError, match="no result"):
+        n.values("nelu_sigma25", "gaussian", 10)
+
+
+@committed
+def test_committed_conv():
+    c = rs.load_conv(RESULTS)
+    assert list(c.models) == ["conv_relu_sigma25", "conv_nelu_sigma25", "conv_nelu-global_sigma25"]
+    assert c.sigmas == (5.0, 10.0, 15.0, 25.0, 40.0, 50.0, 75.0) and c.varying_sigmas == (25.0, 50.0)
+    assert c.meta["profile"] == "full" and c.global_images == 4
+    assert all(c.reported("conv_nelu_sigma25", "gaussian", s, "n_images") == 68 for s in c.sigmas)
+    assert c.values("conv_nelu-global_sigma25", "varying", 50).shape == (c.global_images,)
+    assert all(c.checkpoint(m).is_file() for m in c.models)
+    assert len(c.rows) == sum(r["n_images"] for r in c.summary.values())   # conv.csv
+
+
+@committed
+def test_committed_baselines():
+    b = rs.load_baselines(RESULTS)
+    assert b.folder == RESULTS / "baselines" and rs.load_baselines(RESULTS / "baselines").meta == b.meta
+    assert b.meta["profile"] == "full" and b.sigmas == rs.load_bsd68(RESULTS).sigmas
+    assert [c.sigma for c in b.check] == list(PUBLISHED_BM3D_BSD68)
+    for c in b.check:
+        assert c.published == PUBLISHED_BM3D_BSD68[c.sigma] and c.n_images == 68
+        assert c.difference == pytest.approx(c.psnr_mean - c.published)
+    true, fixed = b.sweep_curve("true"), b.sweep_curve("fixed")
+    assert list(true) == list(fixed) == list(b.sigmas) and true[25.0] == fixed[25.0]
+    assert b.dncnn.checkpoint.is_file() and b.dncnn.steps == b.dncnn.config["steps"]
+    assert list(b.dncnn.curve()) == list(b.sigmas)
+    assert b.timing["bm3d_s"] > b.timing["dncnn_s"] > b.timing["nelu_stride4_s"]
+    # the three CSV files
+    assert len(b.bm3d_rows) == b.cost["calls"] and {r["setting"] for r in b.bm3d_rows} == {"true", "fixed"}
+    for c in b.check:
+        psnr = b.bm3d_rows.column("psnr", test_sigma=c.sigma, setting="true")
+        assert psnr.size == 68 and psnr.mean() == pytest.approx(c.psnr_mean, rel=1e-12)
+    for s, v in b.dncnn.curve().items():
+        assert b.dncnn_rows.column("psnr", test_sigma=s).mean() == pytest.approx(v, rel=1e-12)
+    check = {r["test_sigma"]: r["psnr_mean"] for r in b.summary_rows.where(method="bm3d_true", subset="check")}
+    assert check == pytest.approx(b.check_curve(), rel=1e-12)
+    with pytest.raises(KeyError, match="setting"):
+        b.sweep_curve("estimated")
+
+
+@committed
+def test_committed_reproduce_timings():
+    run = rs.load_reproduce(RESULTS)
+    assert run.target == "all" and run.experiments == ["synthetic", "bsd68"]
+    assert run.total_s >= run.seconds("synthetic") + run.seconds("bsd68") > 0
+    assert run.meta["profile"] == "full"
+    for target in ("conv", "noise"):
+        one = rs.load_reproduce(RESULTS, target)
+        assert one.experiments == [target] and one.total_s >= one.seconds(target)
+
+
+@committed
+def test_committed_bench():
+    b = rs.load_bench(RESULTS)
+    assert b.batch == 4096 and b.m == 256 and b.row("ReLU").max_error_vs_cvxpy is None
+    exact = b.row("NeLU exact")
+    assert exact.max_error_vs_cvxpy < 1e-6
+    assert b.train_step_ratio_nelu_over_relu == pytest.approx(b.train_step_ms["NeLU exact"] / b.train_step_ms["ReLU"])
+    with pytest.raises(KeyError, match="no method"):
+        b.row("GELU")
 
