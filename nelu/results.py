@@ -17,6 +17,7 @@ reader                                   file(s), and what it returns
                                          ``summary.csv``: a :class:`BaselinesResults`
 :func:`load_reproduce`                   ``reproduce_<target>.json``: a :class:`ReproduceRun` (timings)
 :func:`load_bench`                       ``bench.json`` (``python -m nelu.bench --json``): a :class:`BenchResults`
+:func:`load_universal`                   ``universal.json`` (the one-model study): a :class:`UniversalResults`
 :func:`read_rows`                        any results CSV: :class:`Rows`, its cells typed
 =======================================  ===========================================================
 
@@ -70,6 +71,8 @@ __all__ = [
     "BenchRow",
     "BenchResults",
     "load_bench",
+    "UniversalResults",
+    "load_universal",
 ]
 
 
@@ -750,3 +753,59 @@ def load_bench(path: str | os.PathLike | None = None) -> BenchResults:
                                 "speedup_exact_vs_cvxpy", "train_step_ratio_nelu_over_relu")},
         activations=tuple(BenchRow(**r) for r in data["activations"]),
     )
+
+
+# ------------------------------------------------------------------------- universal
+
+
+@dataclass(frozen=True)
+class UniversalResults:
+    """The one-model study (``universal.json``, written by ``python -m nelu reproduce universal``).
+
+    Attributes:
+        meta: run metadata (command, commit, settings, baseline and recommended recipes, timings).
+        models: per model name, its description: ``role`` (``lever``, ``recommended``,
+            ``same-recipe``, ``fixed``), the TrainConfig (``train_config``), the learned
+            weights (``learned``), training time, history; ``code_stats`` for the recommended one.
+        summary: ``{(model, sigma): row}``, the scalar numbers of each summary row as written
+            (``n_images``, ``noisy_psnr_mean``, ``psnr_mean``, ``psnr_std``). The oracles are the
+            models ``oracle_sigma<s>`` (all images) and ``oracle_sigma<s>_levers`` (the lever images).
+        folder: the results folder (checkpoint paths are relative to it).
+    """
+
+    meta: dict
+    models: dict[str, dict]
+    summary: dict[tuple[str, float], dict[str, Any]]
+    folder: Path
+
+    def names(self, *, role: str | None = None) -> list[str]:
+        """Model names in run order, optionally of one ``role``."""
+        return [n for n, d in self.models.items() if role is None or d["role"] == role]
+
+    def sigmas(self, model: str) -> list[float]:
+        """The levels ``model`` was evaluated at, ascending."""
+        return sorted(s for m, s in self.summary if m == model)
+
+    def reported(self, model: str, sigma: float, key: str = "psnr_mean") -> float:
+        """A summary number of ``model`` at ``sigma`` exactly as the run wrote it."""
+        return float(self.summary[(model, float(sigma))][key])
+
+    def oracle(self, sigma: float, *, subset: str = "all") -> float:
+        """Mean PSNR of the sigma-matched ReLU oracle on all test images, or (``subset="levers"``)
+        on the images the levers were evaluated on."""
+        name = f"oracle_sigma{fmt_sigma(sigma)}" + ("_levers" if subset == "levers" else "")
+        if subset == "levers" and (name, float(sigma)) not in self.summary:
+            name = f"oracle_sigma{fmt_sigma(sigma)}"  # the lever images are all the images
+        return self.reported(name, sigma)
+
+    def checkpoint(self, model: str) -> Path:
+        """Path of ``model``'s checkpoint (loads with :func:`nelu.models.load_denoiser`)."""
+        return self.folder / self.models[model]["checkpoint"]
+
+
+def load_universal(path: str | os.PathLike | None = None) -> UniversalResults:
+    """Read ``universal.json`` of a results folder (default :func:`results_dir`) or the file itself."""
+    data, file = _json(path, "universal.json")
+    summary = {(r["model"], float(r["test_sigma"])): {k: v for k, v in r.items() if k not in ("model", "test_sigma")}
+               for r in data["summary"]}
+    return UniversalResults(meta=data["meta"], models=data["models"], summary=summary, folder=file.parent)
