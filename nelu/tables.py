@@ -1,6 +1,7 @@
 """Tables of results: one :class:`Table` class and the builders the chapters call.
 
-A :class:`Table` shows itself as an HTML table in a notebook, as Markdown
+A :class:`Table` shows itself as an HTML table in a notebook (wrapped in a horizontally
+scrollable ``div``, so a wide table never overflows the page), as Markdown
 (:meth:`Table.to_markdown`) or as plain text (``str``). The builders turn the dataclasses
 of :mod:`nelu.results` into tables; nothing in a table is typed by hand.
 
@@ -8,6 +9,8 @@ of :mod:`nelu.results` into tables; nothing in a table is typed by hand.
   model and test sigma), :func:`gap_table` (distance to the sigma-matched oracle),
   :func:`models_table` (how each model was trained).
 * Synthetic (:class:`~nelu.results.SyntheticResults`): :func:`synthetic_table`.
+* Noise models (:class:`~nelu.results.NoiseResults`): :func:`noise_table`.
+* Baselines (:class:`~nelu.results.BaselinesResults`): :func:`bm3d_check_table`.
 
 Example::
 
@@ -26,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from .results import BSD68Results, SyntheticResults, fmt_sigma
+from .results import BaselinesResults, BSD68Results, NoiseResults, SyntheticResults, fmt_sigma
 
-__all__ = ["Table", "bsd68_table", "gap_table", "models_table", "synthetic_table"]
+__all__ = ["Table", "bsd68_table", "gap_table", "models_table", "synthetic_table", "noise_table",
+           "bm3d_check_table"]
 
 
 @dataclass
@@ -47,6 +51,8 @@ class Table:
     | σ | PSNR |
     |---:|---:|
     | 25 | 28.12 |
+    >>> t.to_html().startswith('<div style="overflow-x:auto">')
+    True
     """
 
     columns: list[str]
@@ -77,20 +83,24 @@ class Table:
         return ("" if self.caption is None else self.caption + "\n\n") + "\n".join(lines)
 
     def to_html(self) -> str:
-        """An HTML table (no colours: readable in light and dark themes)."""
+        """An HTML table (no colours: readable in light and dark themes), in a ``div`` that scrolls
+        horizontally when the table is wider than the page."""
         cells = self._cells()
-        out = ['<table class="nelu-table" style="text-align:right; border-collapse:collapse">']
+        out = ['<div style="overflow-x:auto">',
+               '<table class="nelu-table" style="text-align:right; border-collapse:collapse">']
         if self.caption:
             out.append(f'<caption style="caption-side:top; text-align:left">{html.escape(self.caption)}</caption>')
-        out.append("<thead><tr>" + "".join(f'<th style="padding:2px 8px">{html.escape(c)}</th>'
+        out.append("<thead><tr>" + "".join(f'<th style="padding:2px 8px; white-space:nowrap">{html.escape(c)}</th>'
                                            for c in self.columns) + "</tr></thead><tbody>")
         for i, row in enumerate(cells):
             tds = []
             for j, c in enumerate(row):
                 c = html.escape(c)
-                tds.append(f'<td style="padding:2px 8px">{f"<b>{c}</b>" if (i, j) in self.bold else c}</td>')
+                tds.append(f'<td style="padding:2px 8px; white-space:nowrap">'
+                           f'{f"<b>{c}</b>" if (i, j) in self.bold else c}</td>')
             out.append("<tr>" + "".join(tds) + "</tr>")
         out.append("</tbody></table>")
+        out.append("</div>")
         return "\n".join(out)
 
     def __str__(self) -> str:
@@ -191,3 +201,23 @@ def synthetic_table(res: SyntheticResults, *, relative: bool = False, caption: s
     spec = ".3f" if relative else ".2e"
     return Table(["σ"] + [heads[n] for n in names], rows, formats=[None] + [spec] * 4, bold=bold, caption=caption)
 
+
+# ----------------------------------------------------------------------- noise models
+
+
+def noise_table(res: NoiseResults, model: str, *, key: str = "psnr_mean", caption: str | None = None) -> Table:
+    """``key`` (the mean PSNR, as written) of ``model`` at every test sigma (rows) under every
+    noise model (columns)."""
+    rows = [[fmt_sigma(s)] + [res.reported(model, k, s, key) for k in res.kinds] for s in res.sigmas]
+    return Table(["σ"] + list(res.kinds), rows, formats=[None] + [".2f"] * len(res.kinds),
+                 caption=model if caption is None else caption)
+
+
+# -------------------------------------------------------------------------- baselines
+
+
+def bm3d_check_table(res: BaselinesResults, *, caption: str | None = None) -> Table:
+    """BM3D told the true sigma against its published mean PSNR on BSD68 (dB), one row per level."""
+    rows = [[fmt_sigma(c.sigma), c.n_images, c.psnr_mean, c.published, c.difference] for c in res.check]
+    return Table(["σ", "images", "this book", "published", "difference"], rows,
+                 formats=[None, "d", ".2f", ".2f", "+.2f"], caption=caption)

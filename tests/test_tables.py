@@ -1,11 +1,11 @@
-"""Tests of nelu.tables: the Table class (HTML, Markdown, text) and the table builders."""
+"""Tests of nelu.tables: the Table class (HTML, Markdown, text) and every table builder."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from test_results import write_tiny
+from test_results import RESULTS, committed, write_tiny
 
 from nelu import results as rs
 from nelu import tables as tb
@@ -21,6 +21,7 @@ def test_table_formats_and_renders():
                  formats=[None, ".2f", None], bold={(0, 1)}, caption="A & B")
     assert t.text(0, 1) == "28.12" and t.text(1, 1) == "-" and t.text(1, 2) == "-"
     html = t._repr_html_()
+    assert html.startswith('<div style="overflow-x:auto">') and html.endswith("</div>")   # wide tables scroll
     assert html.count("<table") == 1 and html.count("<tr>") == 3 and "<b>28.12</b>" in html
     assert "&lt;b&gt;" in html and "A &amp; B" in html                                     # escaped
     assert t.to_markdown().splitlines()[-2] == "| 25 | **28.12** | <b> |"
@@ -52,3 +53,19 @@ def test_synthetic_table_tiny(tiny):
     assert t.bold == {(0, 2), (1, 3)}                      # ReLU better at 0.1, NeLU at 0.2
     assert tb.synthetic_table(s, relative=True).text(1, 3) == "0.250"
 
+
+@committed
+def test_noise_table_committed():
+    n = rs.load_noise(RESULTS)
+    t = tb.noise_table(n, "nelu_sigma25")
+    assert t.columns == ["σ", *n.kinds] and t.caption == "nelu_sigma25" and len(t.rows) == len(n.sigmas)
+    assert t.text(4, 2) == f"{n.reported('nelu_sigma25', 'laplace', 75):.2f}"
+
+
+@committed
+def test_bm3d_check_table_committed():
+    b = rs.load_baselines(RESULTS)
+    t = tb.bm3d_check_table(b)
+    assert t.columns == ["σ", "images", "this book", "published", "difference"]
+    assert [t.text(i, 0) for i in range(3)] == ["15", "25", "50"] and t.text(1, 3) == "28.57"
+    assert t.text(0, 4).startswith("+") and t.text(0, 1) == "68"
