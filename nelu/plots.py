@@ -29,19 +29,20 @@ from torch import Tensor
 
 from .results import BSD68Results, SyntheticResults, fmt_sigma
 
-__all__ = ["COLORS", "psnr_vs_sigma", "gap_to_oracle", "mse_vs_sigma", "sigma_axis", "filter_mosaic",
+__all__ = ["COLORS", "MARKERS", "psnr_vs_sigma", "gap_to_oracle", "mse_vs_sigma", "sigma_axis", "filter_mosaic",
            "show_filters"]
 
 #: Colours used for the same thing in every figure.
 COLORS = {"relu": "tab:red", "nelu": "tab:blue", "oracle": "tab:green", "noisy": "gray"}
-_MARKERS = {15.0: "v", 25.0: "o", 50.0: "^", None: "D"}
+#: Marker of a model by its training noise level (None: blind).
+MARKERS = {15.0: "v", 25.0: "o", 50.0: "^", None: "D"}
 _METRIC_NAMES = {"psnr": "PSNR (dB)", "ssim": "SSIM"}
 
 
 def _style(results: BSD68Results, model: str) -> dict:
     d = results.models[model]
     s = results.train_sigma(model)
-    return {"color": COLORS.get(d["activation"], "black"), "marker": _MARKERS.get(s, "o"),
+    return {"color": COLORS.get(d["activation"], "black"), "marker": MARKERS.get(s, "o"),
             "linestyle": "--" if s is None else "-", "label": results.label(model)}
 
 
