@@ -3,15 +3,18 @@
 Two kinds of input: tiny results written to a temporary folder by :func:`write_tiny`
 (every number known; ``tests/test_tables.py`` and ``tests/test_plots.py`` use them too) and
 the committed results of the full profile (``results/``; those tests are skipped when the
-folder is absent).
+folder is absent). The last test checks the data flow: no chapter reads a results file
+itself, every chapter goes through :mod:`nelu.results`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
 
@@ -295,3 +298,38 @@ def test_committed_bench():
     with pytest.raises(KeyError, match="no method"):
         b.row("GELU")
 
+
+# ------------------------------------------------------------------------ the data flow
+
+# What a chapter must not do with a results file: parse it, open it, or build its path.
+FORBIDDEN = {
+    "json.load": re.compile(r"\bjson\.load"),
+    "csv.": re.compile(r"\bcsv\."),
+    "read_text()": re.compile(r"\.read_text\("),
+    "open(...)": re.compile(r"(?<![\w.])open\("),
+    "import json/csv": re.compile(r"^\s*import\s+(json|csv)\b|^\s*from\s+(json|csv)\s+import", re.M),
+    "a results file joined to a path": re.compile(r"/\s*[\"'][\w.-]+\.(json|csv)[\"']"),
+    "the checkpoints folder joined to a path": re.compile(r"/\s*[\"']checkpoints[\"']"),
+    "$NELU_RESULTS read by hand": re.compile(r"environ[^\n]*NELU_RESULTS"),
+}
+CHAPTERS = sorted(p for p in (ROOT / "book").glob("*.ipynb"))
+
+
+def test_the_scan_finds_what_it_forbids():
+    bad = ['base = json.loads((RESULTS / "baselines" / "baselines.json").read_text())',
+           'with open(RESULTS / "bsd68.csv") as f:\n    rows = list(csv.DictReader(f))',
+           'RESULTS = Path(os.environ.get("NELU_RESULTS") or "results")',
+           'load_denoiser(RESULTS / "checkpoints" / "nelu_sigma25.pt")']
+    for code in bad:
+        assert any(p.search(code) for p in FORBIDDEN.values()), code
+    good = 'res = load_bsd68()\nprint("results/bsd68.json:", provenance(res.meta))\nload_denoiser(res.checkpoint("x"))'
+    assert not any(p.search(good) for p in FORBIDDEN.values())
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapters_read_results_only_through_nelu_results(path):
+    """No chapter opens, parses or locates a results file itself: it calls a reader of nelu.results."""
+    nb = nbformat.read(path, as_version=4)
+    found = [f"cell {i}: {what}" for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+             for what, pattern in FORBIDDEN.items() if pattern.search(cell.source)]
+    assert not found, f"{path.name} reads results by hand ({'; '.join(found)}); use nelu.results"
