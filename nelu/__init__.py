@@ -9,9 +9,11 @@ Modules, in the order data flows through them:
 * :mod:`nelu.models` (patch auto-encoders and denoisers), :mod:`nelu.conv`
   (convolutional auto-encoders), :mod:`nelu.baselines` (BM3D, a DnCNN-style network),
   :mod:`nelu.synthetic` (the synthetic experiment's data and models);
-* :mod:`nelu.train` (training), :mod:`nelu.evaluation` (noisy images, PSNR/SSIM, timing);
+* :mod:`nelu.training` (the one training engine), :mod:`nelu.train` (the patch
+  auto-encoders' config and run), :mod:`nelu.evaluation` (noisy images, PSNR/SSIM, timing);
 * :mod:`nelu.experiments` (one module per experiment, the drift check),
-  :mod:`nelu.figures` (results, tables, plots for the book);
+  :mod:`nelu.results` (readers), :mod:`nelu.tables`, :mod:`nelu.plots` (for the book),
+  :mod:`nelu.diagnostics` (measurements on models);
 * :mod:`nelu.cli` (``python -m nelu``) and :mod:`nelu.bench` (``python -m nelu.bench``).
 """
 
