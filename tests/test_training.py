@@ -131,7 +131,8 @@ def test_divergence_stops_before_saving(tmp_path):
 def test_config_matches_ignores_runtime_fields_only():
     assert config_matches(dataclasses.asdict(ToyConfig(threads=3)), ToyConfig())
     assert not config_matches(dataclasses.asdict(ToyConfig(lr=1.0)), ToyConfig())
-    assert not config_matches({"steps": 12}, ToyConfig())
+    assert config_matches({"steps": 12}, ToyConfig())  # fields added later count as their defaults
+    assert not config_matches({"steps": 12, "lr": 0.05, "seed": 0, "width": 3}, ToyConfig())  # an unknown field
     assert not config_matches([1, 2], ToyConfig())
 
 
