@@ -21,7 +21,13 @@ Degenerate cases (all handled, all tested):
   ``lam**2 * k <= 1`` (``k`` = number of non-zero entries that are kept), the
   residual vanishes, ``tau = 0`` and ``z = u`` (``relu(u)`` in the non-negative
   case). ``tau`` is not differentiable there (it behaves like ``|.|`` in the
-  zero entries); the gradient returned is the symmetric choice 0.
+  zero entries); the gradient returned is the symmetric choice 0. The
+  ``"unrolled"`` method returns ``z = u`` for these rows without iterating
+  (``lam**2 * nnz(u) <= 1``, and ``u >= 0`` in the non-negative case): its
+  iterates can only circle ``u``, and differentiating ``(u - z) / ||u - z||_2``
+  near ``z = u`` gave lam-gradients up to ``1e165`` where the true one is 0.
+  Its gradients there are the exact method's: 0 for ``lam``, 1 on the
+  non-zero entries of ``u`` and 0 on its zeros.
 * ``lam**2 * k`` close to 1: ``tau`` grows like ``(1 - lam**2 k)**-1/2``; the
   gradients stay finite whenever the residual is non-zero.
 * ``lam**2 * k == 1`` exactly, with ``k`` tied largest entries: the minimizer
@@ -29,6 +35,32 @@ Degenerate cases (all handled, all tested):
   solver returns one of them, usually the sparsest.
 * ties: entries equal to ``tau`` are inactive; the map is continuous there and
   the gradient is one of the one-sided derivatives.
+* extreme magnitudes: the map is positively homogeneous,
+  ``nelu(c u) = c nelu(u)`` for ``c > 0``, so every method (and
+  :func:`sqrt_lasso_threshold`) solves each row for ``u / s``, with ``s`` the
+  power of two that puts ``max|u| / s`` in ``[1, 2)``, and multiplies ``z``
+  and ``tau`` by ``s``. Without this, squares overflowed or underflowed: in
+  float32 ``nelu(1e19 * u)`` was 0 and ``nelu(1e-25 * u)`` was ``relu(u)``
+  (in float64 near ``1e154`` and ``1e-170``), and ``"unrolled"`` gave NaN.
+  Scaling by a power of two is exact, so at ordinary magnitudes the results
+  are unchanged bit for bit, and ``nelu(2**k u) = 2**k nelu(u)`` exactly
+  while no entry of either side is subnormal. The exact method (the hot
+  path) skips the scaling when every row norm of the batch is in
+  ``[2**-32, 2**32]`` (float32; ``[2**-256, 2**256]`` in float64), where the
+  unscaled arithmetic neither overflows nor underflows beyond rounding; that
+  test costs nothing but the norms the solver computes anyway. ``s`` is a
+  constant for autograd: ``s nelu(u / s)`` equals ``nelu`` for every input
+  near the current one, so its gradients are the true ones, and the
+  backward passes run at the scale of ``u / s`` too (no intermediate
+  gradient overflows). What remains is relative to ``max|u|``: entries below
+  about ``1e-19 max|u|`` (``1e-154`` in float64; in float32 up to
+  ``2**-27 max|u|`` for ``m = 256`` when the exact method skips the scaling)
+  have subnormal or zero squares; their effect on ``z`` is below its
+  rounding, but a ``tau`` made of them alone loses relative accuracy (down
+  to ``tau = 0``, ``z = u``). Rows whose largest entry is subnormal keep
+  only the bits the input has. ``tau`` overflows to inf only where its true
+  value exceeds the largest float (``z = 0`` there, correctly). Zero rows
+  give ``z = 0`` with zero gradients; rows with NaN or inf are not rescaled.
 
 NaN in ``u`` propagates to the output of its row as NaN, as in ``torch.relu``.
 """
@@ -129,6 +161,62 @@ def _safe_sqrt(x: Tensor) -> Tensor:
     return torch.where(zero, torch.zeros_like(x), torch.sqrt(torch.where(zero, torch.ones_like(x), x)))
 
 
+def _row_scale(u: Tensor) -> tuple[Tensor, Tensor]:
+    """Power of two ``s`` per row with ``max|u| / s`` in ``[1, 2)``, and ``1 / s``.
+
+    The map is positively homogeneous, ``nelu(u) = s * nelu(u / s)``, so every
+    method solves the problem for ``u / s``, whose squares and sums of squares
+    neither overflow nor underflow, and multiplies by ``s`` at the end. ``s``
+    is a power of two, so products with ``s`` and ``1 / s`` are exact: wherever
+    no intermediate overflowed or underflowed before, the results are bit for
+    bit those of the unscaled arithmetic. ``s`` is a constant for autograd
+    (computed without gradient); the identity holds for every input near the
+    current one with ``s`` fixed, so the gradients through it are the true
+    ones. ``s`` is at least the smallest normal number (when ``max|u|`` is
+    subnormal, ``max|u| / s < 1``), so that ``1 / s`` is finite. Rows that are
+    zero or not finite (NaN or inf) get ``s = 1``: their values then follow
+    the unscaled arithmetic, as before scaling.
+    """
+    with torch.no_grad():
+        # max|u| from two fast reductions (vector_norm(ord=inf) is ~15x slower on CPU); NaN propagates.
+        peak = torch.maximum(u.amax(-1, keepdim=True), u.amin(-1, keepdim=True).neg_())
+        mantissa, _ = torch.frexp(peak)  # peak = mantissa * 2**e with mantissa in [0.5, 1)
+        # peak / (2 mantissa) = 2**(e - 1) exactly, without forming 2**e (inf when e = 128 in float32).
+        s = (peak / (2.0 * mantissa)).clamp_min_(torch.finfo(u.dtype).tiny)
+        s = torch.where(torch.isfinite(peak) & (peak > 0), s, 1.0)
+        return s, s.reciprocal()
+
+
+def _unscaled_norms(dtype: torch.dtype) -> tuple[float, float]:
+    """Row norms ``[2**(-e/4), 2**(e/4)]`` (``2**e``: overflow threshold) safe without rescaling.
+
+    Float32: ``[2**-32, 2**32]``, float64: ``[2**-256, 2**256]``. Squares stay
+    far below overflow (``<= 2**(e/2)``, leaving the divisions by
+    ``lam**2 (1 - lam**2 k)`` ample room), and the entries whose squares are
+    subnormal are at most ``2**(1 - e/4) sqrt(m)`` times ``max|u|`` (float32,
+    ``m = 256``: ``2**-27``), below the rounding error ``2**-24 max|u|`` of
+    the largest entry. The exact method skips :func:`_row_scale` when every
+    row is in this range.
+    """
+    e = round(math.log2(torch.finfo(dtype).max))  # 128 in float32, 1024 in float64
+    return 2.0 ** (-e / 4), 2.0 ** (e / 4)
+
+
+def _unscaled_is_safe(u: Tensor, norm: Tensor) -> bool:
+    """Whether every row of ``u`` has its norm in :func:`_unscaled_norms` or is zero.
+
+    ``norm`` is ``||u||_2`` per row. A norm of 0 may be a zero row or squares
+    that all underflowed, so those rows (rare) are looked at; NaN and inf
+    norms are not safe.
+    """
+    low, high = _unscaled_norms(u.dtype)
+    inside = (norm >= low) & (norm <= high)
+    if bool(inside.all()):
+        return True
+    zero = (norm == 0).squeeze(-1)
+    return bool((inside.squeeze(-1) | zero).all()) and not bool(u[zero].any())
+
+
 def _safe_norm(x: Tensor) -> Tensor:
     """Euclidean norm over the last dim, keepdim, with gradient 0 at ``x = 0``."""
     return _safe_sqrt((x * x).sum(-1, keepdim=True))
@@ -178,7 +266,7 @@ def _active_set_by_sort(a: Tensor, lam: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def _exact_threshold(a: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
+def _exact_threshold(a: Tensor, lam: Tensor, norm: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Exact root ``tau`` of every row and ``c = 1 - lam^2 k`` at its active set.
 
     Starts from ``tau = lam ||a||_2``, an upper bound of the root, and applies
@@ -189,9 +277,10 @@ def _exact_threshold(a: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
     by sorting (:func:`_active_set_by_sort`). The loop uses the identity
     ``S = sum(min(a, tau)^2) - k tau^2``, two cheap passes per step; the final
     ``tau`` is recomputed from the certified active set without cancellation.
+    ``norm``, when given, is ``||a||_2`` per row (already computed by the caller).
     """
     tiny = torch.finfo(a.dtype).tiny
-    tau = lam * torch.linalg.vector_norm(a, dim=-1, keepdim=True)
+    tau = lam * (torch.linalg.vector_norm(a, dim=-1, keepdim=True) if norm is None else norm)
     active = _above(a, tau)
     k = active.sum(-1, keepdim=True)
     moving = torch.ones_like(k, dtype=torch.bool)
@@ -219,38 +308,58 @@ class _ExactNeLU(torch.autograd.Function):
     Only the selected active set enters these formulas, so no ``sqrt(0)`` or
     division by zero of an unselected candidate can turn a gradient into NaN.
     Where ``tau = 0`` (the ``z = u`` regime) the derivatives of ``tau`` are set to 0.
+
+    The threshold is solved for ``u / s`` (:func:`_row_scale`), and the
+    backward pass uses the scale-free ratio ``u_i / tau = (u_i / s) / (tau / s)``,
+    so neither pass overflows or underflows at extreme magnitudes of ``u``.
+    When every row norm lies in :func:`_unscaled_norms` (the usual case), the
+    unscaled arithmetic is already safe and no scaling is applied: the hot
+    path pays one test of the row norms, which the solver needs anyway.
     """
 
     @staticmethod
     def forward(ctx, u: Tensor, lam: Tensor, nonneg: bool):  # type: ignore[override]
         lam_rows = lam.expand(u.shape[:-1] + (1,))
-        tau, c = _exact_threshold(_magnitudes(u, nonneg), lam_rows)
+        norm = torch.linalg.vector_norm(u, dim=-1, keepdim=True)  # = ||u||, the solver's first bound
+        if _unscaled_is_safe(u, norm):
+            s, u_s = None, u
+            tau_s, c = _exact_threshold(_magnitudes(u, nonneg), lam_rows, norm)
+            tau = tau_s
+        else:
+            s, inv_s = _row_scale(u)
+            u_s = u * inv_s
+            tau_s, c = _exact_threshold(_magnitudes(u_s, nonneg), lam_rows)
+            tau = tau_s * s
         z = (u - tau).clamp_min_(0) if nonneg else soft_threshold(u, tau)
         nan_rows = torch.isnan(tau)
         if bool(nan_rows.any()):
             z = torch.where(nan_rows, tau, z)  # a NaN entry makes its whole row NaN
-        ctx.save_for_backward(u, z, lam, tau, c)
+        ctx.save_for_backward(u_s, z, lam, tau_s, c, s)
         ctx.nonneg = nonneg
         return z, tau
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_z: Tensor, grad_tau_out: Tensor):  # type: ignore[override]
-        u, z, lam, tau, c = ctx.saved_tensors
+        u_s, z, lam, tau_s, c, s = ctx.saved_tensors
         sign_z = torch.sign(z)  # sign of the active entries, 0 elsewhere
         active = sign_z if ctx.nonneg else sign_z.abs()
         # Sensitivity of the loss to tau, through z (dz_A/dtau = -sign) and through tau itself.
         grad_tau = grad_tau_out - torch.linalg.vecdot(grad_z, sign_z).unsqueeze(-1)
-        positive = tau > 0
-        lam_rows = lam.expand_as(tau)
-        scale = torch.where(positive, grad_tau * lam_rows * lam_rows / torch.where(positive, c * tau, 1.0), 0.0)
-        # grad_u = grad_z on the active set, scale * u (through tau) off it.
-        through_tau = u * scale
+        positive = tau_s > 0
+        lam_rows = lam.expand_as(tau_s)
+        scale = torch.where(positive, grad_tau * lam_rows * lam_rows / torch.where(positive, c * tau_s, 1.0), 0.0)
+        # grad_u = grad_z on the active set, scale * u / s (through tau) off it.
+        through_tau = u_s * scale
         grad_u = (grad_z - through_tau).mul_(active).add_(through_tau)
         grad_lam = None
         if ctx.needs_input_grad[1]:
-            dtau_dlam = torch.where(positive, tau / (lam_rows * torch.where(positive, c, 1.0)), 0.0)
-            grad_lam = (grad_tau * dtau_dlam).sum_to_size(lam.shape)
+            # d tau / d lam = s tau_s / (lam c); s last, so that no intermediate overflows first.
+            dtau_s_dlam = torch.where(positive, tau_s / (lam_rows * torch.where(positive, c, 1.0)), 0.0)
+            grad_lam = grad_tau * dtau_s_dlam
+            if s is not None:
+                grad_lam = grad_lam * s
+            grad_lam = grad_lam.sum_to_size(lam.shape)
         return grad_u, grad_lam, None
 
 
@@ -287,6 +396,50 @@ def _threshold(u: Tensor, tau: Tensor, nonneg: bool) -> Tensor:
     return shifted_relu(u, tau) if nonneg else soft_threshold(u, tau)
 
 
+class _Rescale(torch.autograd.Function):
+    """``x * value_scale`` forward, ``grad * grad_scale`` backward (``None``: unchanged).
+
+    The iterative methods run on ``u / s`` (:func:`_row_scale`) and return
+    ``s`` times the result. Plain autograd would carry the factor ``s`` through
+    every intermediate gradient of the loop, where it overflows or underflows
+    at extreme ``s``. Instead, ``u / s`` and ``s * z`` pass the gradient
+    through unchanged and ``lam`` receives ``s`` times its gradient: the
+    backward pass runs at the scale of ``u / s`` and its results are still
+    exact, as ``d(s f(u / s, lam)) / du = J_f(u / s)`` and
+    ``d(s f(u / s, lam)) / dlam = s df / dlam``.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, value_scale: Tensor, grad_scale: Tensor | None):  # type: ignore[override]
+        ctx.grad_scale = grad_scale
+        ctx.shape = x.shape
+        return x * value_scale
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        if ctx.grad_scale is not None:
+            grad = grad * ctx.grad_scale
+        return grad.sum_to_size(ctx.shape), None, None
+
+
+def _zero_residual_rows(u: Tensor, lam: Tensor, nonneg: bool) -> tuple[Tensor, Tensor]:
+    """Rows whose solution is ``z = u`` (zero residual), and the non-zero entries of ``u``.
+
+    ``z = u`` is optimal iff ``lam * g`` lies in the unit ball for some
+    ``g`` in the subdifferential of ``||.||_1`` at ``u``: iff
+    ``lam**2 * nnz(u) <= 1``, and in the non-negative case ``u >= 0`` as well.
+    Returns 0/1 indicators in ``u``'s dtype: one per row (rows with NaN or inf
+    excluded) and one per entry (``u != 0``, or ``u > 0`` when ``nonneg``).
+    """
+    with torch.no_grad():
+        kept = u > 0 if nonneg else u != 0
+        rows = (lam * lam) * kept.sum(-1, keepdim=True) <= 1
+        rows &= torch.isfinite(u).all(-1, keepdim=True)
+        if nonneg:
+            rows &= (u >= 0).all(-1, keepdim=True)
+        return rows.to(u.dtype), kept.to(u.dtype)
+
+
 def _unrolled(u: Tensor, lam: Tensor, nonneg: bool, iters: int, step: Tensor | float | None) -> Tensor:
     """Proximal gradient from ``z = 0`` with a fixed step ``mu`` per row.
 
@@ -295,23 +448,46 @@ def _unrolled(u: Tensor, lam: Tensor, nonneg: bool, iters: int, step: Tensor | f
     shrinks the step (the final error) while the distance that ``iters`` steps
     can cover, ``sqrt(iters) ||u||_2``, grows; it keeps the map positively
     homogeneous.
+
+    Iterates on ``u / s`` (:func:`_row_scale`; ``mu`` becomes ``mu / s``) and
+    multiplies by ``s`` (through :class:`_Rescale`). Rows in the ``z = u`` regime
+    (:func:`_zero_residual_rows`) return ``z = u`` directly: the iterates can
+    only circle ``u`` at a distance of about ``mu``, and the derivative of
+    ``(u - z) / ||u - z||_2`` grows like ``1 / ||u - z||_2``, which made the
+    gradient with respect to ``lam`` huge (up to ``1e165``) where it is 0.
+    Those rows enter the loop as zero rows (no work, zero gradients).
     """
-    mu = _safe_norm(u) / math.sqrt(iters) if step is None else step
-    z = torch.zeros_like(u)
+    s, inv_s = _row_scale(u)
+    u_s = _Rescale.apply(u, inv_s, None)
+    direct, kept = _zero_residual_rows(u_s, lam.detach(), nonneg)
+    lam = _Rescale.apply(lam.expand_as(s), 1.0, s)  # per row: s multiplies each row's gradient
+    u_s_loop = u_s * (1.0 - direct)
+    if step is None:
+        mu = _safe_norm(u_s_loop) / math.sqrt(iters)
+    else:
+        mu = _Rescale.apply(step, inv_s, None) if isinstance(step, Tensor) else step * inv_s
+    z = torch.zeros_like(u_s)
     for _ in range(iters):
-        r = u - z
+        r = u_s_loop - z
         norm = _safe_norm(r)
         direction = torch.where(norm > 0, r / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(r))
         z = _threshold(z + mu * direction, mu * lam, nonneg)
-    return z
+    return _Rescale.apply(z + u_s * kept * direct, s, None)
 
 
 def _fixed_point(u: Tensor, lam: Tensor, nonneg: bool, iters: int) -> Tensor:
-    """Iterate ``tau <- lam ||u - z(tau)||_2`` from ``tau = lam ||u||_2`` (decreases to the root)."""
-    tau = lam * _safe_norm(u)
+    """Iterate ``tau <- lam ||u - z(tau)||_2`` from ``tau = lam ||u||_2`` (decreases to the root).
+
+    Iterates on ``u / s`` (:func:`_row_scale`) and multiplies the code by ``s``
+    (through :class:`_Rescale`).
+    """
+    s, inv_s = _row_scale(u)
+    u_s = _Rescale.apply(u, inv_s, None)
+    lam = _Rescale.apply(lam.expand_as(s), 1.0, s)  # per row: s multiplies each row's gradient
+    tau = lam * _safe_norm(u_s)
     for _ in range(iters):
-        tau = lam * _safe_norm(u - _threshold(u, tau, nonneg))
-    return _threshold(u, tau, nonneg)
+        tau = lam * _safe_norm(u_s - _threshold(u_s, tau, nonneg))
+    return _Rescale.apply(_threshold(u_s, tau, nonneg), s, None)
 
 
 def nelu(
@@ -343,7 +519,10 @@ def nelu(
     Returns:
         ``z`` with the shape of ``u``. Gradients with respect to ``u`` and
         ``lam`` are finite in every degenerate case (see the module docstring).
-        NaN in ``u`` gives NaN in its row, as ``torch.relu`` would.
+        NaN in ``u`` gives NaN in its row, as ``torch.relu`` would. Every method
+        works at any magnitude of ``u``: ``nelu(c u) = c nelu(u)`` to rounding,
+        from the smallest to the largest float (each row is rescaled by a
+        power of two; see the module docstring).
 
     Example:
         >>> nelu(torch.tensor([3.0, 1.0, -1.0]), 0.5)

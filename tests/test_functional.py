@@ -136,10 +136,14 @@ def test_z_equals_u_regime():
     assert rel_err(F.nelu(u, 0.5), sqrt_lasso(u, 0.5), u) < TOL
 
 
-def test_nan_propagates_to_its_row_only():
-    u = torch.tensor([[1.0, float("nan"), 2.0], [1.0, 2.0, 3.0]], dtype=D)
-    z = F.nelu(u, 0.2)
-    assert torch.isnan(z[0]).all() and torch.isfinite(z[1]).all()
+@pytest.mark.parametrize("method", F.METHODS)
+@pytest.mark.parametrize("nonneg", [True, False])
+def test_nan_propagates_to_its_row_only(method, nonneg):
+    # lam = 0.2 puts the rows in the z = u regime (lam^2 * 3 <= 1), which "unrolled" short-cuts.
+    u = torch.tensor([[1.0, float("nan"), 2.0], [1.0, 2.0, 3.0], [1.0, -2.0, 3.0]], dtype=D)
+    for lam in (0.2, 0.9):
+        z = F.nelu(u, lam, nonneg=nonneg, method=method)
+        assert torch.isnan(z[0]).all() and torch.isfinite(z[1:]).all(), (lam, z)
 
 
 @pytest.mark.parametrize("lam", [0.0, -1.0, float("nan"), float("inf"), "a", torch.tensor([0.1, -0.1])])
@@ -200,8 +204,9 @@ def test_threshold_rises_with_noise_energy_at_fixed_lam():
 def test_iterative_methods_approach_exact(method, nonneg):
     gen = torch.Generator().manual_seed(5)
     u = torch.randn(64, 32, dtype=D, generator=gen) + 0.5
-    exact = F.nelu(u, 0.15, nonneg=nonneg)
-    errors = [(F.nelu(u, 0.15, nonneg=nonneg, method=method, iters=t) - exact).norm().item() for t in (5, 50, 500)]
+    lam = 0.25  # lam^2 * 32 = 2 > 1: no row is in the z = u regime, which "unrolled" solves directly
+    exact = F.nelu(u, lam, nonneg=nonneg)
+    errors = [(F.nelu(u, lam, nonneg=nonneg, method=method, iters=t) - exact).norm().item() for t in (5, 50, 500)]
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] < 0.2 * errors[0]
 
@@ -232,11 +237,28 @@ def test_gradcheck_near_lam_squared_k_one():
 
 @pytest.mark.parametrize("method", ["unrolled", "fixed_point"])
 @pytest.mark.parametrize("nonneg", [True, False])
-def test_gradcheck_iterative(method, nonneg):
+@pytest.mark.parametrize("lam_value", [0.2, 0.4])  # signed: every row in the z = u regime, then none
+def test_gradcheck_iterative(method, nonneg, lam_value):
     gen = torch.Generator().manual_seed(7)
     u = torch.randn(3, 10, dtype=D, generator=gen)
-    lam = torch.full((3, 1), 0.2, dtype=D)
+    u[1] *= 8.0  # rows of different magnitudes (rescaled by different powers of two)
+    lam = torch.full((3, 1), lam_value, dtype=D)
     _gradcheck(lambda u, l: F.nelu(u, l, nonneg=nonneg, method=method, iters=20), u, lam)
+    _gradcheck(lambda u, l: F.nelu(u, l.mean(), nonneg=nonneg, method=method, iters=20), u, lam)  # scalar lam
+
+
+@pytest.mark.parametrize("nonneg", [True, False])
+def test_gradcheck_unrolled_with_a_step_tensor(nonneg):
+    gen = torch.Generator().manual_seed(12)
+    u = torch.randn(3, 10, dtype=D, generator=gen) * torch.tensor([[1.0], [8.0], [1e-3]], dtype=D)
+    lam = torch.full((3, 1), 0.4, dtype=D, requires_grad=True)
+
+    def fn(u: torch.Tensor, lam: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        return F.nelu(u, lam, nonneg=nonneg, method="unrolled", iters=20, step=step)
+
+    for step in (torch.tensor([[0.3], [2.0], [1e-4]], dtype=D), torch.tensor(0.05, dtype=D)):
+        args = (u.clone().requires_grad_(), lam, step.requires_grad_())
+        assert torch.autograd.gradcheck(fn, args, eps=1e-7, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["exact", "unrolled", "fixed_point"])
@@ -258,6 +280,211 @@ def test_gradients_never_nan_in_degenerate_cases(method, nonneg):
         z = F.nelu(u, lam, nonneg=nonneg, method=method)
         (z * torch.arange(1.0, 5.0, dtype=D)).sum().backward()
         assert torch.isfinite(u.grad).all() and torch.isfinite(lam.grad).all(), (lam_value, u.grad, lam.grad)
+
+
+# ---- extreme magnitudes ------------------------------------------------------------------
+
+def _scale_rows(dtype: torch.dtype) -> torch.Tensor:
+    """Rows of every kind at magnitude about 1, plus a zero row, in ``dtype``."""
+    gen = torch.Generator().manual_seed(9)
+    rows = [random_rows(kind, 3, 24, gen) for kind in ("dense", "sparse", "ties", "zeros", "negative")]
+    return torch.cat(rows + [torch.zeros(1, 24, dtype=D)]).to(dtype)
+
+
+SCALES = {
+    torch.float32: [10.0**k for k in range(-30, 31, 5)],
+    torch.float64: [10.0**k for k in range(-300, 301, 50)],
+}
+
+
+def _row_rel_err(a: torch.Tensor, b: torch.Tensor, ref: torch.Tensor) -> float:
+    """Largest ``||a - b||_2 / ||ref||_2`` over the rows, in float64 (0 for zero rows of ``ref``)."""
+    a, b, ref = a.double(), b.double(), ref.double()
+    scale = ref.norm(dim=-1)
+    diff = (a - b).norm(dim=-1)
+    return float(torch.where(scale > 0, diff / torch.where(scale > 0, scale, 1.0), diff).max())
+
+
+@pytest.mark.parametrize("method", F.METHODS)
+@pytest.mark.parametrize("nonneg", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_positive_homogeneity_at_extreme_scales(dtype, nonneg, method):
+    """nelu(c u) = c nelu(u) from 1e-30 to 1e30 (float32) and 1e-300 to 1e300 (float64).
+
+    Before rows were rescaled, float32 gave z = 0 at 1e19 and relu(u) at 1e-25,
+    and "unrolled" gave NaN, because the squares overflowed or underflowed.
+    """
+    u = _scale_rows(dtype)
+    lam_rows = torch.tensor([[0.15], [0.3], [0.7]] * 5 + [[0.3]], dtype=dtype)
+    # 0.15: lam^2 * 24 < 1, the signed rows without zeros are in the z = u regime; lam_rows: also rows outside it
+    for lam in (0.15, lam_rows):
+        z = F.nelu(u, lam, nonneg=nonneg, method=method)
+        assert torch.isfinite(z).all()
+        for c in SCALES[dtype]:
+            z_c = F.nelu(u * c, lam, nonneg=nonneg, method=method)
+            assert z_c.dtype == dtype and torch.isfinite(z_c).all(), c
+            assert _row_rel_err(z_c.double() / c, z, u) < 1e-5, c
+            assert torch.equal(z_c[-1], torch.zeros(24, dtype=dtype))  # the zero row stays zero
+            if method == "exact":
+                tau = F.sqrt_lasso_threshold(u, lam, nonneg=nonneg)
+                tau_c = F.sqrt_lasso_threshold(u * c, lam, nonneg=nonneg)
+                torch.testing.assert_close(tau_c.double() / c, tau.double(), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("method", F.METHODS)
+@pytest.mark.parametrize("nonneg", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gradients_at_extreme_scales_are_the_rescaled_ones(dtype, nonneg, method):
+    """No NaN, and the gradients of z(c u) are those at scale 1: the same in u, c times in lam."""
+    u = _scale_rows(dtype)
+    weights = torch.randn(u.shape, dtype=dtype, generator=torch.Generator().manual_seed(10))
+    lam_rows = torch.tensor([[0.15], [0.3], [0.7]] * 5 + [[0.3]], dtype=dtype)
+    # fewer iterations: unrolled float32 gradients lose accuracy as iterations accumulate
+    iters = None if method == "exact" else 30
+
+    def grads(c: float) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (u * c).requires_grad_()
+        lam = lam_rows.clone().requires_grad_()
+        lam_scalar = torch.tensor(0.3, dtype=dtype, requires_grad=True)
+        loss = (F.nelu(x, lam, nonneg=nonneg, method=method, iters=iters) * weights).sum()
+        loss = loss + (F.nelu(x, lam_scalar, nonneg=nonneg, method=method, iters=iters) * weights).sum()
+        loss.backward()
+        assert torch.isfinite(x.grad).all() and torch.isfinite(lam.grad).all(), c
+        assert torch.isfinite(lam_scalar.grad), c
+        assert torch.equal(x.grad[-1], torch.zeros(24, dtype=dtype))  # zero row: zero gradient
+        return x.grad, torch.cat([lam.grad.flatten(), lam_scalar.grad.flatten()])
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a.double() - b.double()).norm() / b.double().norm())
+
+    tol = 1e-4 if dtype == torch.float32 else 1e-12
+    g_u, g_lam = grads(1.0)
+    for c in SCALES[dtype]:
+        g_u_c, g_lam_c = grads(c)
+        assert rel(g_u_c, g_u) < tol, c
+        assert rel(g_lam_c.double() / c, g_lam) < tol, c
+
+
+@pytest.mark.parametrize("method", F.METHODS)
+@pytest.mark.parametrize("nonneg", [True, False])
+def test_power_of_two_scales_are_exact(method, nonneg):
+    """Rows are rescaled by powers of two: scaling u by 2**k scales z by 2**k bit for bit."""
+    u = _scale_rows(torch.float32)
+    z = F.nelu(u, 0.3, nonneg=nonneg, method=method)
+    for k in (-100, -60, -1, 1, 60, 100):
+        assert torch.equal(F.nelu(u * 2.0**k, 0.3, nonneg=nonneg, method=method), z * 2.0**k), k
+
+
+@pytest.mark.parametrize("method", F.METHODS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_largest_and_subnormal_magnitudes(method, dtype):
+    """Rows whose largest entry is near the largest float, or subnormal: finite and homogeneous."""
+    info = torch.finfo(dtype)
+    u = torch.tensor([[1.0, 0.5, -0.25, 0.125]], dtype=dtype)
+    z = F.nelu(u, 0.3, method=method)
+    big = F.nelu(u * (info.max / 2), 0.3, method=method)  # 2**(emax - 1): the scaling is exact
+    torch.testing.assert_close(big / (info.max / 2), z, rtol=1e-6, atol=0)
+    small = F.nelu(u * info.smallest_normal * 2.0**-10, 0.3, method=method)  # every entry subnormal
+    assert torch.isfinite(small).all()
+    assert _row_rel_err(small / (info.smallest_normal * 2.0**-10), z, u) < 1e-2  # subnormals keep few bits
+
+
+@pytest.mark.parametrize("nonneg", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exact_unscaled_path_agrees_with_the_rescaled_one(dtype, nonneg):
+    """The exact method skips rescaling when every row norm is moderate; one extreme row forces it.
+
+    Both paths must give the same codes (bit for bit: the scales are powers of
+    two) and the same gradients; a row whose squares all underflow (norm 0)
+    must not be mistaken for a zero row.
+    """
+    u = _scale_rows(dtype)
+    tiny_row = u[:1] * (1e-25 if dtype == torch.float32 else 1e-170)  # ||row||_2 computes as 0
+    assert torch.linalg.vector_norm(tiny_row) == 0 and tiny_row.abs().max() > 0
+    weights = torch.randn(u.shape, dtype=dtype, generator=torch.Generator().manual_seed(13))
+
+    def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = x.clone().requires_grad_()
+        lam = torch.tensor(0.3, dtype=dtype, requires_grad=True)
+        z = F.nelu(x, lam, nonneg=nonneg)
+        (z[: len(u)] * weights).sum().backward()
+        return z.detach(), x.grad, lam.grad
+
+    z, g_u, g_lam = run(u)
+    z_mixed, g_u_mixed, g_lam_mixed = run(torch.cat([u, tiny_row]))
+    assert torch.equal(z_mixed[: len(u)], z)
+    torch.testing.assert_close(g_u_mixed[: len(u)], g_u, rtol=1e-6, atol=0)
+    torch.testing.assert_close(g_lam_mixed, g_lam, rtol=1e-6, atol=0)
+    torch.testing.assert_close(z_mixed[-1:] / (tiny_row.abs().max()), z[:1] / u[:1].abs().max(), rtol=1e-5, atol=0)
+
+
+def test_exact_skips_rescaling_at_ordinary_magnitudes(monkeypatch):
+    """The hot path (moderate norms, zero rows included) does not pay for the rescaling."""
+
+    def fail(u):
+        raise AssertionError("rescaled a batch of ordinary magnitude")
+
+    u = torch.cat([torch.randn(64, 32), torch.zeros(2, 32)]).requires_grad_()
+    z_ref = F.nelu(u, 0.2)
+    monkeypatch.setattr(F, "_row_scale", fail)
+    z = F.nelu(u, 0.2)
+    z.sum().backward()
+    assert torch.equal(z, z_ref)
+    with pytest.raises(AssertionError, match="rescaled"):
+        F.nelu(u.detach() * 1e20, 0.2)
+
+
+# ---- the z = u regime of "unrolled" ---------------------------------------------------------
+
+@pytest.mark.parametrize("nonneg", [True, False])
+def test_unrolled_in_z_equals_u_regime_is_exact_with_zero_lam_gradient(nonneg):
+    """lam^2 nnz(u) <= 1 (and u >= 0 when nonneg): z = u, and dz/dlam = 0.
+
+    The iterations only circle u there and the derivative of (u - z)/||u - z||
+    grew like 1/||u - z||: the lam-gradient was up to 1e165 where it is 0.
+    """
+    u = torch.tensor(
+        [
+            [2.0, 0.0, 1.0, 0.0],  # lam^2 * 2 <= 1
+            [1.0, 1.0, 1.0, 1.0],  # lam^2 * 4 < 1 (the gradient was 5e165 at lam = 0.3, 100 iterations)
+            [3.0, 3.0, 0.0, 0.0],
+            [2.0, 0.0, -1.0, 0.0],  # in the regime only when signed
+            [0.0, 0.0, 0.0, 0.0],
+        ],
+        dtype=D,
+    )
+    weights = torch.arange(1.0, 5.0, dtype=D)
+    regime = [True, True, True, not nonneg, True]
+    for lam_value in (0.3, 0.45):  # not 0.5: at lam^2 * 4 = 1 exactly every z in a segment is optimal
+        for iters in (10, 100, 101):
+            x = u.clone().requires_grad_()
+            lam = torch.tensor(lam_value, dtype=D, requires_grad=True)
+            z = F.nelu(x, lam, nonneg=nonneg, method="unrolled", iters=iters)
+            (z[regime] * weights).sum().backward()
+            assert lam.grad.item() == 0.0, (lam_value, iters, lam.grad)
+            exact = F.nelu(u, lam_value, nonneg=nonneg)
+            assert torch.equal(z[regime], exact[regime])
+            assert torch.equal(z[regime], u[regime].clamp_min(0) if nonneg else u[regime])
+            # the exact method's Jacobian there: identity on the non-zero entries, 0 on the zeros
+            assert torch.equal(x.grad[regime], (u[regime] != 0).to(D) * weights)
+
+
+def test_unrolled_regime_rows_leave_the_other_rows_alone():
+    """With one lam per row, regime rows contribute 0 to lam's gradient; the others as before."""
+    gen = torch.Generator().manual_seed(11)
+    u = torch.randn(4, 16, dtype=D, generator=gen)
+    lam = torch.tensor([[0.2], [0.3], [0.2], [0.3]], dtype=D)  # signed: rows 0 and 2 in the regime
+    weights = torch.randn(4, 16, dtype=D, generator=gen)
+
+    def lam_grad(rows: list[int]) -> torch.Tensor:
+        lam_sub = lam[rows].clone().requires_grad_()
+        (F.nelu(u[rows], lam_sub, nonneg=False, method="unrolled") * weights[rows]).sum().backward()
+        return lam_sub.grad
+
+    together = lam_grad([0, 1, 2, 3])
+    assert torch.equal(together[[0, 2]], torch.zeros(2, 1, dtype=D))
+    assert (together[[1, 3]] != 0).all()
+    torch.testing.assert_close(together[[1, 3]], lam_grad([1, 3]), rtol=1e-12, atol=0)
 
 
 def test_float32_matches_float64():
