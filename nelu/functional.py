@@ -586,23 +586,8 @@ def weighted_nelu(u: Tensor, lam: Tensor, *, nonneg: bool = True) -> Tensor:
     return _weighted(u, lam, nonneg)[0]
 
 
-def _power_of_two_scale(u: Tensor) -> tuple[Tensor, Tensor]:
-    """``s = 2**(e - 1)`` per row with ``max|u| = mantissa * 2**e`` (``max|u| / s`` in ``[1, 2)``), and ``1 / s``.
-
-    Products with a power of two are exact, so ``s * f(u / s)`` equals ``f(u)`` bit for bit
-    wherever ``f(u)`` neither overflows nor underflows, and is finite where it would.
-    Zero and non-finite rows get ``s = 1``.
-    """
-    with torch.no_grad():
-        peak = torch.maximum(u.amax(-1, keepdim=True), u.amin(-1, keepdim=True).neg())
-        mantissa, _ = torch.frexp(peak)
-        s = (peak / (2.0 * mantissa)).clamp_min(torch.finfo(u.dtype).tiny)
-        s = torch.where(torch.isfinite(peak) & (peak > 0), s, 1.0)
-        return s, s.reciprocal()
-
-
 def _weighted(u: Tensor, lam: Tensor, nonneg: bool) -> tuple[Tensor, Tensor]:
-    s, s_inv = _power_of_two_scale(u)
+    s, s_inv = _row_scale(u)
     us = u * s_inv
     a = us if nonneg else us.abs()
     lam = lam.expand_as(us)
