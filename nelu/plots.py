@@ -197,3 +197,64 @@ def show_filters(ax, W: Tensor | np.ndarray, *, patch: int = 8, ncols: int = 16,
     if title:
         ax.set_title(title, fontsize=10)
     return im
+
+
+# --------------------------------------------------------------------- the one-model study
+
+from .results import UniversalResults  # here, so that this section is appended whole
+
+__all__ += ["universal_vs_sigma"]
+
+
+def universal_vs_sigma(ax, uni: UniversalResults, *, gap: bool = False, bsd68: BSD68Results | None = None,
+                       also: Sequence[str] = (), noisy: bool = False, target: float | None = None,
+                       legend: bool = True):
+    """The one-model study (:class:`~nelu.results.UniversalResults`) against the test ``sigma``.
+
+    Draws the recommended blind NeLU, ReLU trained with the same recipe and the sigma-matched
+    oracle (mean PSNR on all the test images), or with ``gap`` their distance to the oracle.
+
+    Args:
+        gap: plot ``model - oracle`` (dB; the oracle is the line at 0).
+        bsd68: the BSD68 results, needed for ``also``.
+        also: BSD68 models to add (e.g. ``"nelu_sigma25"``), dotted, at the levels of the
+            study's grid where they were evaluated.
+        noisy: add the noisy input (not with ``gap``).
+        target: with ``gap``, a dashed line ``target`` dB below the oracle (e.g. 2.0).
+
+    Returns ``ax``.
+
+    Example::
+
+        fig, ax = plt.subplots()
+        universal_vs_sigma(ax, load_universal(), gap=True, bsd68=load_bsd68(), also=["nelu_sigma25"])
+    """
+    if also and bsd68 is None:
+        raise ValueError("pass bsd68= to draw the BSD68 models in also=")
+    rec, same = uni.names(role="recommended")[0], uni.names(role="same-recipe")[0]
+    grid = uni.sigmas(rec)
+    x = np.array(grid)
+    oracle = np.array([uni.oracle(s) for s in grid])
+    base = oracle if gap else np.zeros_like(oracle)
+    if gap:
+        ax.axhline(0.0, color=COLORS["oracle"], linewidth=1.5, label="σ-matched ReLU (oracle)")
+        if target is not None:
+            ax.axhline(-target, color="gray", linestyle="--", linewidth=1, label=f"{target:g} dB below the oracle")
+    else:
+        if noisy:
+            ax.plot(x, [uni.reported(rec, s, "noisy_psnr_mean") for s in grid], color=COLORS["noisy"],
+                    linestyle="--", marker=".", label="noisy input")
+        ax.plot(x, oracle, color=COLORS["oracle"], marker="*", markersize=8, label="σ-matched ReLU (oracle)")
+    for name in also:
+        y = np.array([bsd68.mean(name, s) if (name, s) in bsd68.per_image else np.nan for s in grid])
+        ax.plot(x, y - base, **{**_style(bsd68, name), "linestyle": ":", "alpha": 0.7})
+    ax.plot(x, np.array([uni.reported(same, s) for s in grid]) - base, color=COLORS["relu"], marker="o",
+            linestyle="--", label="ReLU, blind, same recipe")
+    ax.plot(x, np.array([uni.reported(rec, s) for s in grid]) - base, color=COLORS["nelu"], marker="s",
+            linewidth=2, label="NeLU, blind (recommended)")
+    sigma_axis(ax, grid)
+    ax.set_ylabel("PSNR minus oracle (dB)" if gap else "mean PSNR (dB)")
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=8)
+    return ax

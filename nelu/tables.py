@@ -221,3 +221,37 @@ def bm3d_check_table(res: BaselinesResults, *, caption: str | None = None) -> Ta
     rows = [[fmt_sigma(c.sigma), c.n_images, c.psnr_mean, c.published, c.difference] for c in res.check]
     return Table(["σ", "images", "this book", "published", "difference"], rows,
                  formats=[None, "d", ".2f", ".2f", "+.2f"], caption=caption)
+
+
+# --------------------------------------------------------------------- the one-model study
+
+from .results import UniversalResults  # here, so that this section is appended whole
+
+__all__ += ["universal_table"]
+
+
+def universal_table(uni: UniversalResults, *, bsd68: BSD68Results | None = None, also: Sequence[str] = (),
+                    baselines: BaselinesResults | None = None, caption: str | None = None) -> Table:
+    """The one-model study at every test ``sigma`` (rows): mean PSNR (dB) of the noisy input, the
+    sigma-matched oracle, the recommended blind NeLU and its gap to the oracle, ReLU trained with
+    the same recipe and NeLU's margin over it; then the BSD68 models named in ``also`` (from
+    ``bsd68``) and BM3D told the true sigma (from ``baselines``, where it was run: ``-`` elsewhere).
+
+    Example::
+
+        universal_table(load_universal(), bsd68=load_bsd68(), also=["nelu_sigma25"], baselines=load_baselines())
+    """
+    if also and bsd68 is None:
+        raise ValueError("pass bsd68= to add the BSD68 models in also=")
+    rec, same = uni.names(role="recommended")[0], uni.names(role="same-recipe")[0]
+    bm3d = baselines.check_curve() if baselines is not None else {}
+    rows = []
+    for s in uni.sigmas(rec):
+        r, o, q = uni.reported(rec, s), uni.oracle(s), uni.reported(same, s)
+        row = [fmt_sigma(s), uni.reported(rec, s, "noisy_psnr_mean"), o, r, r - o, q, r - q]
+        row += [bsd68.mean(m, s) if (m, s) in bsd68.per_image else np.nan for m in also]
+        rows.append(row + ([bm3d.get(s, np.nan)] if baselines is not None else []))
+    columns = ["σ", "noisy", "oracle", "NeLU, blind (recommended)", "gap to oracle", "ReLU, blind, same recipe",
+               "NeLU − ReLU"] + [bsd68.label(m) for m in also] + (["BM3D (told σ)"] if baselines is not None else [])
+    formats = [None, ".2f", ".2f", ".2f", "+.2f", ".2f", "+.2f"] + [".2f"] * (len(columns) - 7)
+    return Table(columns, rows, formats=formats, caption=caption)

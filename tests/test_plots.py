@@ -69,3 +69,39 @@ def test_filter_mosaic():
     fig, ax = plt.subplots()
     pl.show_filters(ax, W, patch=2, ncols=3, title="W")
     assert ax.get_title() == "W"
+
+
+def write_tiny_universal(folder: Path) -> Path:
+    """A tiny ``universal.json`` beside the tiny BSD68 results: two levels, the recommended NeLU,
+    ReLU with the same recipe and the oracles."""
+    import json
+
+    rows = [("universal_nelu", 10.0, 31.0), ("universal_nelu", 20.0, 27.0), ("universal_relu", 10.0, 30.0),
+            ("universal_relu", 20.0, 26.5), ("oracle_sigma10", 10.0, 33.0), ("oracle_sigma20", 20.0, 28.0)]
+    noisy = {10.0: 28.0, 20.0: 22.0}
+    models = {"universal_nelu": {"role": "recommended"}, "universal_relu": {"role": "same-recipe"}}
+    summary = [{"model": m, "test_sigma": s, "n_images": 3, "noisy_psnr_mean": noisy[s], "psnr_mean": p}
+               for m, s, p in rows]
+    (folder / "universal.json").write_text(json.dumps({"meta": {}, "models": models, "summary": summary}))
+    return folder
+
+
+def test_universal_vs_sigma_tiny(tiny):
+    uni, bsd = rs.load_universal(write_tiny_universal(tiny)), rs.load_bsd68(tiny)
+    _, (a, b) = plt.subplots(1, 2)
+    pl.universal_vs_sigma(a, uni, bsd68=bsd, also=["nelu_sigma20"], noisy=True)
+    lines = {line.get_label(): line for line in a.get_lines()}
+    assert list(lines) == ["noisy input", "σ-matched ReLU (oracle)", "NeLU, σ=20", "ReLU, blind, same recipe",
+                           "NeLU, blind (recommended)"]
+    np.testing.assert_allclose(lines["noisy input"].get_ydata(), [28.0, 22.0])
+    np.testing.assert_allclose(lines["σ-matched ReLU (oracle)"].get_ydata(), [33.0, 28.0])
+    np.testing.assert_allclose(lines["NeLU, σ=20"].get_ydata(), [93.5 / 3, 27.0])
+    assert lines["NeLU, blind (recommended)"].get_color() == pl.COLORS["nelu"]
+    pl.universal_vs_sigma(b, uni, gap=True, target=2.0)
+    gaps = {line.get_label(): line.get_ydata() for line in b.get_lines()}
+    np.testing.assert_allclose(gaps["NeLU, blind (recommended)"], [-2.0, -1.0])   # 31 - 33, 27 - 28
+    np.testing.assert_allclose(gaps["ReLU, blind, same recipe"], [-3.0, -1.5])
+    np.testing.assert_allclose(gaps["2 dB below the oracle"], [-2.0, -2.0])
+    assert b.get_ylabel() == "PSNR minus oracle (dB)" and [t.get_text() for t in b.get_xticklabels()] == ["10", "20"]
+    with pytest.raises(ValueError, match="bsd68"):
+        pl.universal_vs_sigma(b, uni, also=["nelu_sigma20"])

@@ -69,3 +69,26 @@ def test_bm3d_check_table_committed():
     assert t.columns == ["σ", "images", "this book", "published", "difference"]
     assert [t.text(i, 0) for i in range(3)] == ["15", "25", "50"] and t.text(1, 3) == "28.57"
     assert t.text(0, 4).startswith("+") and t.text(0, 1) == "68"
+
+
+def test_universal_table_tiny(tiny):
+    from test_plots import write_tiny_universal
+
+    uni, bsd = rs.load_universal(write_tiny_universal(tiny)), rs.load_bsd68(tiny)
+    t = tb.universal_table(uni, bsd68=bsd, also=["nelu_sigma20"])
+    assert t.columns == ["σ", "noisy", "oracle", "NeLU, blind (recommended)", "gap to oracle",
+                         "ReLU, blind, same recipe", "NeLU − ReLU", "NeLU, σ=20"]
+    assert [t.text(0, j) for j in range(8)] == ["10", "28.00", "33.00", "31.00", "-2.00", "30.00", "+1.00", "31.17"]
+    assert t.text(1, 6) == "+0.50"
+    with pytest.raises(ValueError, match="bsd68"):
+        tb.universal_table(uni, also=["nelu_sigma20"])
+
+
+@committed
+def test_universal_table_committed():
+    uni, base = rs.load_universal(RESULTS), rs.load_baselines(RESULTS)
+    t = tb.universal_table(uni, baselines=base)
+    assert [float(r[0]) for r in t.rows] == uni.meta["test_sigmas"] and t.columns[-1] == "BM3D (told σ)"
+    bm3d = {float(r[0]): r[-1] for r in t.rows if r[-1] == r[-1]}   # NaN where BM3D was not run
+    assert bm3d == base.check_curve()
+    assert all(r[4] == pytest.approx(r[3] - r[2]) and r[6] == pytest.approx(r[3] - r[5]) for r in t.rows)
