@@ -144,6 +144,93 @@ def test_global_nelu_is_one_square_root_lasso_per_image():
     assert torch.allclose(g(tiled)[0, :10], z[0], atol=1e-12)
 
 
+def _rows(kind: str, n: int, gen: torch.Generator) -> torch.Tensor:
+    """A float64 row of ``n`` entries of one of the shapes the image threshold must handle."""
+    x = torch.randn(n, dtype=torch.float64, generator=gen)
+    if kind == "sparse":  # mostly zeros, a few large entries
+        return torch.where(torch.rand(n, generator=gen, dtype=torch.float64) < 0.05, 10 * x.abs(), 0.0 * x)
+    if kind == "ties":  # small integers: many entries equal to each other (and to the threshold's neighbours)
+        return torch.randint(-3, 6, (n,), generator=gen).double()
+    if kind == "heavy":  # Cauchy tails
+        return torch.tan(torch.pi * (torch.rand(n, generator=gen, dtype=torch.float64) - 0.5))
+    if kind == "negative":
+        return -x.abs()
+    if kind == "positive":  # no negative entries: the z = u regime when lam**2 n <= 1
+        return x.abs() + 1
+    return x
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "sparse", "ties", "heavy", "negative", "positive"])
+@pytest.mark.parametrize("n", [1, 2, 7, 1000, 100_000])
+@pytest.mark.parametrize("nonneg", [True, False])
+def test_image_threshold_is_the_exact_threshold(kind, n, nonneg):
+    """The O(N) threshold equals the exact solver's (sort) in float64, whatever the row."""
+    gen = torch.Generator().manual_seed(n)
+    u = torch.stack([_rows(kind, n, gen) for _ in range(2)])
+    for lam in (0.5 / math.sqrt(n), 2.0 / math.sqrt(n), 0.999 / math.sqrt(n), 0.3):
+        ref = F.sqrt_lasso_threshold(u, lam, nonneg=nonneg)
+        tau = nc.image_threshold(u, lam, nonneg=nonneg)
+        assert tau.shape == (2, 1) and tau.dtype == torch.float64
+        assert torch.allclose(tau, ref, rtol=1e-11, atol=1e-300), (lam, tau, ref)
+
+
+@pytest.mark.parametrize("factor", [1e-9, 1e9])
+def test_image_threshold_bracket_fallbacks(monkeypatch, factor):
+    """A first lower bound far too close (widened until certified) or far too low (lo = 0): same root."""
+    monkeypatch.setattr(nc, "_BRACKET_FACTOR", factor)
+    u = torch.randn(3, 50_000, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    lam = 1.5 / math.sqrt(50_000)
+    assert torch.allclose(nc.image_threshold(u, lam), F.sqrt_lasso_threshold(u, lam), rtol=1e-11)
+
+
+def test_image_threshold_matches_cvxpy():
+    reference = pytest.importorskip("nelu.reference")
+    pytest.importorskip("cvxpy")
+    gen = torch.Generator().manual_seed(3)
+    u = torch.randn(4, 40, dtype=torch.float64, generator=gen)
+    for lam in (0.05, 0.15):
+        z = torch.from_numpy(reference.sqrt_lasso(u.numpy(), lam))
+        tau = nc.image_threshold(u, lam)
+        assert torch.allclose((u - tau).clamp_min(0), z, atol=1e-6)
+
+
+def test_image_threshold_float32_at_image_scale():
+    """10^6 float32 coefficients: the active set of the float64 exact solver, tau to float32 rounding."""
+    gen = torch.Generator().manual_seed(4)
+    u = torch.randn(1, 1_000_000, generator=gen) * torch.rand(1, 1_000_000, generator=gen)  # mixed scales
+    lam = 0.1 / math.sqrt(1_000_000 / 64)
+    tau = nc.image_threshold(u, lam)
+    ref = F.sqrt_lasso_threshold(u.double(), lam)
+    assert tau.dtype == torch.float32
+    assert torch.allclose(tau.double(), ref, rtol=1e-6)
+    assert int((u.double() > tau.double()).sum()) == int((u.double() > ref).sum())
+
+
+def test_image_threshold_degenerate_rows():
+    u = torch.tensor([[0.0, 0.0, 0.0], [1.0, float("nan"), 2.0], [1.0, float("inf"), 2.0], [-1.0, -2.0, -3.0]])
+    tau = nc.image_threshold(u, 0.3)
+    ref = F.sqrt_lasso_threshold(u, 0.3)
+    assert tau[0, 0] == 0 and torch.isnan(tau[1, 0]) and torch.allclose(tau[2:], ref[2:], equal_nan=True)
+    tiny = torch.tensor([[1e-200, 3e-200, -2e-200]], dtype=torch.float64)  # squares underflow in float64
+    assert torch.allclose(nc.image_threshold(tiny, 0.3), F.sqrt_lasso_threshold(tiny, 0.3), rtol=1e-12)
+    with pytest.raises(ValueError, match="lam"):
+        nc.image_threshold(u, 0.0)
+    with pytest.raises(ValueError, match=r"\(B, N\)"):
+        nc.image_threshold(u[0], 0.3)
+
+
+def test_global_nelu_without_gradients_uses_the_o_n_threshold(monkeypatch):
+    """Evaluation (no gradients): the image threshold, the same codes as the training path."""
+    g = GlobalNeLU(0.2)
+    u = torch.randn(2, 300, 16, generator=torch.Generator().manual_seed(5))
+    with_grad = g(u)
+    calls, original = [], nc.image_threshold
+    monkeypatch.setattr(nc, "image_threshold", lambda *a, **k: calls.append(1) or original(*a, **k))
+    with torch.no_grad():
+        without = g(u)
+    assert calls == [1] and torch.allclose(without, with_grad, atol=1e-6)
+
+
 @pytest.mark.parametrize("act", nc.CONV_ACTIVATIONS)
 def test_gradients_flow(act):
     g = torch.Generator().manual_seed(7)
