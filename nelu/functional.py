@@ -67,6 +67,7 @@ NaN in ``u`` propagates to the output of its row as NaN, as in ``torch.relu``.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -78,6 +79,8 @@ METHODS: tuple[str, ...] = ("exact", "unrolled", "fixed_point")
 
 #: Active-set refinements tried before the exact solver falls back to a sort.
 ACTIVE_SET_STEPS = 6
+#: Batches of at least this many entries iterate only on the rows whose active set still moves.
+_COMPACT_MIN_ENTRIES = 2**17
 
 
 def soft_threshold(u: Tensor, tau: Tensor | float) -> Tensor:
@@ -133,6 +136,11 @@ def _check_lam(lam: Tensor | float, u: Tensor) -> Tensor:
                 f"lam must broadcast to u.shape[:-1] + (1,) = {tuple(row_shape)}, "
                 f"got a tensor of shape {tuple(lam_t.shape)}"
             )
+        if lam_t.numel() == 1:  # the usual learned scalar: one read instead of four reductions
+            value = lam_t.item()
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"lam must be positive and finite, got {value!r}")
+            return lam_t
         bad = ~torch.isfinite(lam_t) | (lam_t <= 0)
         if bool(bad.any()):
             raise ValueError(
@@ -187,6 +195,7 @@ def _row_scale(u: Tensor) -> tuple[Tensor, Tensor]:
         return s, s.reciprocal()
 
 
+@functools.cache
 def _unscaled_norms(dtype: torch.dtype) -> tuple[float, float]:
     """Row norms ``[2**(-e/4), 2**(e/4)]`` (``2**e``: overflow threshold) safe without rescaling.
 
@@ -207,12 +216,15 @@ def _unscaled_is_safe(u: Tensor, norm: Tensor) -> bool:
 
     ``norm`` is ``||u||_2`` per row. A norm of 0 may be a zero row or squares
     that all underflowed, so those rows (rare) are looked at; NaN and inf
-    norms are not safe.
+    norms are not safe. The usual case costs one reduction (``aminmax``).
     """
     low, high = _unscaled_norms(u.dtype)
-    inside = (norm >= low) & (norm <= high)
-    if bool(inside.all()):
+    if norm.numel() == 0:
         return True
+    smallest, largest = (float(x) for x in torch.aminmax(norm))
+    if smallest >= low and largest <= high:  # False when a norm is NaN
+        return True
+    inside = (norm >= low) & (norm <= high)
     zero = (norm == 0).squeeze(-1)
     return bool((inside.squeeze(-1) | zero).all()) and not bool(u[zero].any())
 
@@ -232,17 +244,22 @@ def _above(a: Tensor, tau: Tensor) -> Tensor:
     return (a - tau).relu_().sign_()
 
 
-def _tau_on_active_set(a: Tensor, active: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
+def _tau_on_active_set(a: Tensor, active: Tensor, lam: Tensor, k: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Closed-form root ``tau = lam sqrt(S / (1 - lam^2 k))`` for a given active set.
 
     ``active`` is a 0/1 indicator of the active entries, ``S`` the energy of the
-    inactive entries and ``k`` the number of active ones. Returns ``(tau, c)``
-    with ``c = 1 - lam^2 k``, both of shape ``(..., 1)``.
+    inactive entries and ``k`` the number of active ones (``active.sum(-1)``,
+    passed in when the caller has it). Returns ``(tau, c)`` with
+    ``c = 1 - lam^2 k``, both of shape ``(..., 1)``. No gradient flows through
+    it (the backward pass of :class:`_ExactNeLU` is analytic), so the square
+    root needs no guard: its argument is a sum of squares over a positive number.
     """
-    inactive = (1.0 - active).mul_(a)
-    energy = inactive.square_().sum(-1, keepdim=True)
-    c = 1.0 - lam * lam * active.sum(-1, keepdim=True)
-    tau = lam * _safe_sqrt(energy / c.clamp_min(torch.finfo(a.dtype).tiny))
+    if k is None:
+        k = active.sum(-1, keepdim=True)
+    # a - a * active: a on the inactive entries and exactly 0 on the active ones, in one pass.
+    energy = torch.addcmul(a, a, active, value=-1).square_().sum(-1, keepdim=True)
+    c = 1.0 - lam * lam * k
+    tau = energy.div_(c.clamp_min(torch.finfo(a.dtype).tiny)).sqrt_().mul_(lam)
     return tau, c
 
 
@@ -278,23 +295,43 @@ def _exact_threshold(a: Tensor, lam: Tensor, norm: Tensor | None = None) -> tupl
     ``S = sum(min(a, tau)^2) - k tau^2``, two cheap passes per step; the final
     ``tau`` is recomputed from the certified active set without cancellation.
     ``norm``, when given, is ``||a||_2`` per row (already computed by the caller).
+
+    At the batch sizes of training (256 x 256) every operation costs its
+    dispatch as much as its arithmetic, so the row-wise updates are fused
+    (``addcmul``, in-place) and convergence is one ``torch.equal``.
     """
     tiny = torch.finfo(a.dtype).tiny
+    lam2 = lam * lam
+    one = torch.ones_like(lam2)
     tau = lam * (torch.linalg.vector_norm(a, dim=-1, keepdim=True) if norm is None else norm)
     active = _above(a, tau)
     k = active.sum(-1, keepdim=True)
-    moving = torch.ones_like(k, dtype=torch.bool)
+    work: Tensor | None = None  # indices of the rows still iterating (None: all of them)
+    a_w, lam_w, lam2_w, one_w = a, lam, lam2, one
+    moving = torch.ones_like(k, dtype=torch.bool).squeeze(-1)
     for _ in range(ACTIVE_SET_STEPS):
-        low_energy = torch.linalg.vector_norm(torch.minimum(a, tau), dim=-1, keepdim=True).square_()
-        energy = (low_energy - k * tau * tau).clamp_min_(0)
-        tau = lam * _safe_sqrt(energy / (1.0 - lam * lam * k).clamp_min_(tiny))
-        active = _above(a, tau)
-        k_new = active.sum(-1, keepdim=True)
-        moving = k_new != k
+        low_energy = torch.linalg.vector_norm(torch.minimum(a_w, tau), dim=-1, keepdim=True).square_()
+        energy = low_energy.addcmul_(k, tau * tau, value=-1).clamp_min_(0)  # S = sum min(a, tau)^2 - k tau^2
+        tau = energy.div_(one_w.addcmul(lam2_w, k, value=-1).clamp_min_(tiny)).sqrt_().mul_(lam_w)
+        active_w = _above(a_w, tau)
+        k_new = active_w.sum(-1, keepdim=True)
+        if work is None:
+            active = active_w
+        else:
+            active[work] = active_w
+        if torch.equal(k_new, k):
+            return _tau_on_active_set(a, active, lam, k_new if work is None else None)
+        moving = (k_new != k).squeeze(-1)
         k = k_new
-        if not bool(moving.any()):
-            return _tau_on_active_set(a, active, lam)
-    rows = moving.squeeze(-1).nonzero(as_tuple=True)
+        if a_w.numel() >= _COMPACT_MIN_ENTRIES and 2 * int(moving.sum()) <= moving.numel():
+            # Rows whose active set did not change are certified: iterate on the others only.
+            keep = moving.nonzero().squeeze(-1)
+            work = keep if work is None else work[keep]
+            a_w, lam_w, lam2_w, one_w, tau, k = a_w[keep], lam_w[keep], lam2_w[keep], one_w[keep], tau[keep], k[keep]
+            moving = moving[keep]
+    rows = moving.nonzero().squeeze(-1)
+    if work is not None:
+        rows = work[rows]
     active[rows] = _active_set_by_sort(a[rows], lam[rows]).to(a.dtype)
     return _tau_on_active_set(a, active, lam)
 

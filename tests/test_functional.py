@@ -112,6 +112,25 @@ def test_sort_fallback_is_used_and_exact(monkeypatch):
     assert rel_err(F.nelu(u, 0.1), sqrt_lasso(u, 0.1), u) < TOL
 
 
+@pytest.mark.parametrize("steps", [F.ACTIVE_SET_STEPS, 2, 1])
+def test_large_batches_iterate_on_the_moving_rows_only_and_stay_exact(monkeypatch, steps):
+    """Above ``_COMPACT_MIN_ENTRIES`` the solver drops certified rows; the answer is the sort's.
+
+    With fewer steps some compacted rows end in the sort fallback, whose indices must map
+    back to the full batch.
+    """
+    monkeypatch.setattr(F, "ACTIVE_SET_STEPS", steps)
+    gen = torch.Generator().manual_seed(4)
+    u = torch.randn(2048, 128, dtype=D, generator=gen) * torch.logspace(0, 2, 128, dtype=D)[torch.randperm(128, generator=gen)]
+    assert u.numel() >= F._COMPACT_MIN_ENTRIES
+    lam = torch.full((2048, 1), 0.06, dtype=D)
+    by_sort, _ = F._tau_on_active_set(u, F._active_set_by_sort(u, lam).to(D), lam)
+    tau = F.sqrt_lasso_threshold(u, 0.06)
+    torch.testing.assert_close(tau, by_sort, rtol=1e-12, atol=0)
+    small = torch.cat([F.sqrt_lasso_threshold(part, 0.06) for part in u.split(256)])  # below the size: no compaction
+    assert torch.equal(tau, small)
+
+
 # ---- degenerate cases ------------------------------------------------------------------
 
 @pytest.mark.parametrize("nonneg", [True, False])
