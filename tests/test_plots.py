@@ -105,3 +105,31 @@ def test_universal_vs_sigma_tiny(tiny):
     assert b.get_ylabel() == "PSNR minus oracle (dB)" and [t.get_text() for t in b.get_xticklabels()] == ["10", "20"]
     with pytest.raises(ValueError, match="bsd68"):
         pl.universal_vs_sigma(b, uni, also=["nelu_sigma20"])
+
+
+def test_book_style_is_readable_and_sharp():
+    """The book's figures: at least 150 dpi, legends and labels at 10 pt or more."""
+    import matplotlib as mpl
+
+    with mpl.rc_context():
+        pl.book_style()
+        assert mpl.rcParams["figure.dpi"] >= 150
+        assert mpl.rcParams["legend.fontsize"] >= 10 and mpl.rcParams["axes.labelsize"] >= 10
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        assert fig.get_size_inches()[0] * fig.dpi >= 975      # sharp when the page scales it down
+
+
+@pytest.mark.parametrize("activation", ["nelu", "relu"])
+def test_autoencoder_diagram(activation):
+    """Six boxes, left to right, joined by five arrows, with the activation in the fourth."""
+    fig, ax = plt.subplots(figsize=(12, 2.4))
+    pl.autoencoder_diagram(ax, activation)
+    boxes = sorted(ax.patches, key=lambda p: p.get_x())
+    assert len(boxes) == 6 and all(a.get_x() + a.get_width() < b.get_x() for a, b in zip(boxes, boxes[1:]))
+    arrows = [t for t in ax.texts if getattr(t, "arrow_patch", None) is not None]
+    assert len(arrows) == 5
+    titles = [t.get_text() for t in ax.texts if t.get_fontweight() == "bold"]
+    assert titles[0] == "noisy patch" and titles[3] == {"nelu": "NeLU", "relu": "ReLU"}[activation]
+    assert titles[-1] == "average" and not ax.axison
+    with pytest.raises(ValueError, match="activation"):
+        pl.autoencoder_diagram(ax, "gelu")
