@@ -1,14 +1,30 @@
 """Benchmark: NeLU against ReLU and cvxpy on this machine. ``python -m nelu.bench``.
 
-Prints a Markdown table of median wall-clock times over repeats (it measures,
-it asserts nothing) and, with ``--json PATH``, writes the same numbers to JSON.
+Prints Markdown tables of median wall-clock times over repeats (it measures, it
+asserts nothing) and, with ``--json PATH``, writes the same numbers to JSON.
 
-* forward and forward+backward of ReLU, exact NeLU, unrolled NeLU (10 and 100
-  iterations) and cvxpy, for a batch of ``--batch`` codes of length ``--m``;
-  cvxpy is timed on ``--cvxpy-rows`` codes and scaled to the batch (marked);
-* each method's largest error against cvxpy, ``max_rows ||z - z_cvxpy|| / ||u||``;
-* one training step (forward, backward, AdamW) of a ``64 -> 256 -> 64``
-  auto-encoder with ReLU (learned bias) and with exact NeLU.
+* **The activation alone**, forward and forward+backward, on a batch of
+  ``--batch`` dense random codes of length ``--m``: ReLU, exact NeLU, unrolled
+  NeLU (10 and 100 iterations) and two cvxpy baselines, timed on
+  ``--cvxpy-rows`` codes and scaled to the batch: the referee of the tests
+  (:mod:`nelu.reference`: tight tolerances and a Newton polish) and the fair
+  one, a problem compiled once with the code as a ``cp.Parameter`` and
+  re-solved with Clarabel's default tolerances. Each method's largest error
+  against the referee, ``max_rows ||z - z_ref|| / ||u||``.
+* **A training step** (forward, backward, with and without the AdamW step) of
+  a ``64 -> 256 -> 64`` auto-encoder with ReLU (learned bias) and exact NeLU:
+  on dense random data, and (``trained`` rows) with the committed
+  ``relu_sigma25`` / ``nelu_sigma25`` models on noisy Train400 patches, whose
+  codes are sparse as in real training.
+* **End to end** (needs the images): the training loop of
+  :func:`nelu.train.train` for the same :class:`~nelu.train.TrainConfig` with
+  ``relu`` and ``nelu`` (``--train-steps`` steps, batch 256, one thread), and
+  the BSD68 evaluation of one image by the two committed models (stride 4, one
+  thread).
+* The activation and step rows again on CUDA when a GPU is present.
+
+The trained and end-to-end rows are skipped, with a note, when the images or
+the committed checkpoints are not found.
 """
 
 from __future__ import annotations
@@ -17,9 +33,11 @@ import argparse
 import json
 import platform
 import statistics
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -27,15 +45,24 @@ from torch import nn
 from . import functional as F
 from .nn import NeLU, ShiftedReLU
 
+#: The committed checkpoints of the trained rows (results/checkpoints).
+TRAINED = {"ReLU": "relu_sigma25.pt", "NeLU exact": "nelu_sigma25.pt"}
+#: Noise level of the trained rows' patches (0-255), the models' training level.
+TRAINED_SIGMA = 25.0
 
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    """Median wall-clock time of ``fn()`` in milliseconds."""
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3, sync: Callable[[], None] | None = None) -> float:
+    """Median wall-clock time of ``fn()`` in milliseconds (``sync`` waits for a GPU)."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        if sync:
+            sync()
         start = time.perf_counter()
         fn()
+        if sync:
+            sync()
         times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)
 
@@ -51,29 +78,58 @@ def _forward_backward(act: Callable[[torch.Tensor], torch.Tensor], u: torch.Tens
     return step
 
 
-def _train_step(activation: nn.Module, batch: int, n: int = 64, m: int = 256) -> Callable[[], None]:
-    gen = torch.Generator().manual_seed(0)
-    model = nn.Sequential(nn.Linear(n, m, bias=False), activation, nn.Linear(m, n, bias=False))
+def _step(model: nn.Module, y: torch.Tensor, x: torch.Tensor, optimizer: bool) -> Callable[[], None]:
+    """One training step of ``model`` on the batch ``(y, x)``, with or without the AdamW update."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    y = torch.randn(batch, n, generator=gen)
-    x = y + 0.1 * torch.randn(batch, n, generator=gen)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss = ((model(y) - x) ** 2).mean()
-        loss.backward()
-        opt.step()
+        ((model(y) - x) ** 2).mean().backward()
+        if optimizer:
+            opt.step()
 
     return step
 
 
-def run(batch: int = 4096, m: int = 256, repeats: int = 20, cvxpy_rows: int = 32, seed: int = 0) -> dict:
-    """Measure everything; returns a dict of results (times in ms)."""
+def _random_model(activation: nn.Module, n: int = 64, m: int = 256) -> nn.Module:
+    return nn.Sequential(nn.Linear(n, m, bias=False), activation, nn.Linear(m, n, bias=False))
+
+
+def _step_times(models: dict[str, nn.Module], y: torch.Tensor, x: torch.Tensor, repeats: int, sync=None) -> dict:
+    """``{"with_optimizer": {name: ms}, "without_optimizer": {name: ms}}``; models are copied, not trained."""
+    import copy
+
+    out: dict[str, dict[str, float]] = {"with_optimizer": {}, "without_optimizer": {}}
+    for key, optimizer in (("with_optimizer", True), ("without_optimizer", False)):
+        for name, model in models.items():
+            out[key][name] = median_ms(_step(copy.deepcopy(model), y, x, optimizer), repeats, sync=sync)
+    return out
+
+
+def _cvxpy_compiled(u: torch.Tensor, lam: float) -> tuple[float, torch.Tensor]:
+    """Seconds to solve every row of ``u`` with one compiled cvxpy problem, and its answers."""
+    import cvxpy as cp
+
+    m = u.shape[-1]
+    u_par = cp.Parameter(m)
+    z = cp.Variable(m, nonneg=True)
+    problem = cp.Problem(cp.Minimize(cp.norm(u_par - z, 2) + lam * cp.norm(z, 1)))
+    u_par.value = u[0].double().numpy()
+    problem.solve(solver=cp.CLARABEL)  # compile (canonicalize) once, outside the timing
+    rows = []
+    start = time.perf_counter()
+    for row in u.double().numpy():
+        u_par.value = row
+        problem.solve(solver=cp.CLARABEL)
+        rows.append(torch.from_numpy(z.value.copy()))
+    return time.perf_counter() - start, torch.stack(rows)
+
+
+def _activation_rows(u: torch.Tensor, lam: float, repeats: int, cvxpy_rows: int) -> tuple[list[dict], dict]:
+    """The activation table on ``u`` and the two cvxpy speed-ups."""
     from .reference import sqrt_lasso
 
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.randn(batch, m, generator=gen)
-    lam = F.universal_lam(m)
+    batch = u.shape[0]
     methods: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
         "ReLU": torch.relu,
         "NeLU exact": lambda x: F.nelu(x, lam),
@@ -85,37 +141,189 @@ def run(batch: int = 4096, m: int = 256, repeats: int = 20, cvxpy_rows: int = 32
         warnings.simplefilter("ignore", UserWarning)
         start = time.perf_counter()
         z_ref = torch.from_numpy(sqrt_lasso(sub, lam))
-        cvxpy_ms = 1e3 * (time.perf_counter() - start) * batch / cvxpy_rows
+        referee_ms = 1e3 * (time.perf_counter() - start) * batch / cvxpy_rows
+        compiled_s, z_compiled = _cvxpy_compiled(sub, lam)
+    compiled_ms = 1e3 * compiled_s * batch / cvxpy_rows
     scale = sub.norm(dim=-1)
+
+    def error(z: torch.Tensor) -> float:
+        return float(((z.double() - z_ref).norm(dim=-1) / scale).max())
 
     rows = []
     for name, act in methods.items():
         with torch.no_grad():
             fwd = median_ms(lambda: act(u), repeats)
         fwd_bwd = median_ms(_forward_backward(act, u), repeats)
-        error = None if name == "ReLU" else float(((act(sub) - z_ref).norm(dim=-1) / scale).max())
-        rows.append({"method": name, "forward_ms": fwd, "forward_backward_ms": fwd_bwd, "max_error_vs_cvxpy": error})
-    rows.append({"method": "cvxpy (scaled from %d codes)" % cvxpy_rows, "forward_ms": cvxpy_ms,
+        rows.append({"method": name, "forward_ms": fwd, "forward_backward_ms": fwd_bwd,
+                     "max_error_vs_cvxpy": None if name == "ReLU" else error(act(sub))})
+    rows.append({"method": f"cvxpy referee, polished (scaled from {cvxpy_rows} codes)", "forward_ms": referee_ms,
                  "forward_backward_ms": None, "max_error_vs_cvxpy": 0.0})
-    relu_step = median_ms(_train_step(ShiftedReLU(256), batch), repeats)
-    nelu_step = median_ms(_train_step(NeLU(lam=lam), batch), repeats)
+    rows.append({"method": f"cvxpy compiled once (scaled from {cvxpy_rows} codes)", "forward_ms": compiled_ms,
+                 "forward_backward_ms": None, "max_error_vs_cvxpy": error(z_compiled)})
+    exact = rows[1]["forward_ms"]
+    return rows, {"referee": referee_ms / exact, "compiled": compiled_ms / exact}
+
+
+def _trained_setup(results: Path, batch: int) -> tuple[dict[str, nn.Module], torch.Tensor, torch.Tensor]:
+    """The committed ReLU and NeLU models at sigma 25 and a batch of noisy Train400 patches."""
+    from . import data as nd
+    from .models import build_model, load_checkpoint
+
+    models = {}
+    for name, file in TRAINED.items():
+        ckpt = load_checkpoint(results / "checkpoints" / file)
+        model = build_model(ckpt["config"])
+        model.load_state_dict(ckpt["model"])
+        models[name] = model
+    gen = torch.Generator().manual_seed(0)
+    clean = nd.random_patches(nd.cached_dataset("Train400", 50), batch, 8, gen)
+    noisy = clean + TRAINED_SIGMA / 255.0 * torch.randn(clean.shape, generator=gen)
+    return models, noisy, clean
+
+
+def _trained_rows(models: dict[str, nn.Module], noisy: torch.Tensor, clean: torch.Tensor, repeats: int) -> dict:
+    """Activation and training-step times on the codes of the trained models."""
+    codes = {}
+    with torch.no_grad():
+        for name, model in models.items():
+            y = noisy - noisy.mean(-1, keepdim=True)
+            codes[name] = model.encoder(y)
+    act = {name: models[name].activation for name in models}
+    rows = []
+    for name, u in codes.items():
+        with torch.no_grad():
+            fwd = median_ms(lambda: act[name](u), repeats)
+        fwd_bwd = median_ms(_forward_backward(act[name], u), repeats)
+        active = float((act[name](u) > 0).float().sum(-1).mean())
+        rows.append({"method": name, "forward_ms": fwd, "forward_backward_ms": fwd_bwd, "mean_active": active})
+    return {"sigma": TRAINED_SIGMA, "checkpoints": TRAINED, "activations": rows,
+            "train_step_ms": _step_times(models, noisy, clean, repeats)}
+
+
+def _end_to_end(results: Path, steps: int) -> dict:
+    """Training-loop seconds of the same TrainConfig with ReLU and NeLU, and one BSD68 evaluation."""
+    from . import data as nd
+    from .evaluation import noisy_image
+    from .models import load_denoiser
+    from .train import TrainConfig, train
+
+    base = dict(sigma=25.0, patch=8, m=256, steps=steps, batch_size=256, lr=5e-3, nelu_lam=0.05, pool_size=20_000,
+                train_images=50, val_images=0, threads=1, checkpoint_every=steps, progress=False)
+    train_s = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, act in (("ReLU", "relu"), ("NeLU exact", "nelu")):
+            ckpt = train(TrainConfig(activation=act, **base), Path(tmp) / f"{act}.pt")
+            train_s[name] = ckpt["elapsed_s"]
+    image = nd.cached_dataset("BSD68", 1)[0]
+    noisy = noisy_image(image, 0, TRAINED_SIGMA, 0)
+    eval_s = {}
+    with torch.no_grad():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for name, file in TRAINED.items():
+                denoiser = load_denoiser(results / "checkpoints" / file, stride=4)
+                eval_s[name] = median_ms(lambda: denoiser(noisy), 5, warmup=1) / 1e3
+        finally:
+            torch.set_num_threads(threads)
+    return {"train_config": base, "train_loop_s": train_s, "train_ratio": train_s["NeLU exact"] / train_s["ReLU"],
+            "eval_image_shape": list(image.shape), "eval_stride": 4, "eval_s": eval_s,
+            "eval_ratio": eval_s["NeLU exact"] / eval_s["ReLU"]}
+
+
+def _cuda_rows(batch: int, m: int, lam: float, repeats: int) -> dict:
+    """The activation and step rows on the GPU (synchronized timings)."""
+    device = torch.device("cuda")
+    sync = torch.cuda.synchronize
+    u = torch.randn(batch, m, generator=torch.Generator().manual_seed(0)).to(device)
+    rows = []
+    for name, act in (("ReLU", torch.relu), ("NeLU exact", lambda x: F.nelu(x, lam))):
+        with torch.no_grad():
+            fwd = median_ms(lambda: act(u), repeats, sync=sync)
+        fwd_bwd = median_ms(_forward_backward(act, u), repeats, sync=sync)
+        rows.append({"method": name, "forward_ms": fwd, "forward_backward_ms": fwd_bwd})
+    y, x = _dense_batch(batch)
+    models = {"ReLU": _random_model(ShiftedReLU(256)).to(device), "NeLU exact": _random_model(NeLU(lam=lam)).to(device)}
+    return {"device": torch.cuda.get_device_name(0), "activations": rows,
+            "train_step_ms": _step_times(models, y.to(device), x.to(device), repeats, sync=sync)}
+
+
+def _dense_batch(batch: int, n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randn(batch, n, generator=gen)
+    return y, y + 0.1 * torch.randn(batch, n, generator=gen)
+
+
+def run(batch: int = 4096, m: int = 256, repeats: int = 20, cvxpy_rows: int = 16, seed: int = 0,
+        train_steps: int = 300, results: str | Path | None = None, threads: int = 1) -> dict:
+    """Measure everything; returns a dict of results (times in ms unless the key says ``_s``).
+
+    ``results`` is the folder of the committed checkpoints (default: the repository's
+    ``results/``); the trained and end-to-end rows are ``None`` (with a ``notes`` entry)
+    when it or the images are missing. ``train_steps=0`` skips the end-to-end rows.
+    ``threads``: torch CPU threads of the activation and step rows (the end-to-end rows
+    use one, as training does).
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run(batch, m, repeats, cvxpy_rows, seed, train_steps, results)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(batch: int, m: int, repeats: int, cvxpy_rows: int, seed: int, train_steps: int,
+         results: str | Path | None) -> dict:
+    from .data import DataError
+    from .results import results_dir
+
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.randn(batch, m, generator=gen)
+    lam = F.universal_lam(m)
+    rows, speedup = _activation_rows(u, lam, repeats, cvxpy_rows)
+    y, x = _dense_batch(batch)
+    dense = _step_times({"ReLU": _random_model(ShiftedReLU(256)), "NeLU exact": _random_model(NeLU(lam=lam))},
+                        y, x, repeats)
+    notes, trained, end_to_end = [], None, None
+    try:
+        folder = results_dir(results)
+        models, noisy, clean = _trained_setup(folder, batch)
+        trained = _trained_rows(models, noisy, clean, repeats)
+        if train_steps:
+            end_to_end = _end_to_end(folder, train_steps)
+    except (DataError, OSError, ValueError) as exc:
+        notes.append(f"trained and end-to-end rows skipped ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+    step = dense["with_optimizer"]
     return {
-        "batch": batch,
-        "m": m,
-        "lam": lam,
-        "repeats": repeats,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "batch": batch, "m": m, "lam": lam, "repeats": repeats, "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
         "activations": rows,
-        "train_step_ms": {"ReLU": relu_step, "NeLU exact": nelu_step},
-        "speedup_exact_vs_cvxpy": cvxpy_ms / next(r["forward_ms"] for r in rows if r["method"] == "NeLU exact"),
-        "train_step_ratio_nelu_over_relu": nelu_step / relu_step,
+        "train_step_ms": step,
+        "train_step_no_optimizer_ms": dense["without_optimizer"],
+        "speedup_exact_vs_cvxpy": speedup["referee"],
+        "speedup_exact_vs_cvxpy_compiled": speedup["compiled"],
+        "train_step_ratio_nelu_over_relu": step["NeLU exact"] / step["ReLU"],
+        "trained": trained,
+        "end_to_end": end_to_end,
+        "cuda": _cuda_rows(batch, m, lam, repeats) if torch.cuda.is_available() else None,
+        "notes": notes + ([] if torch.cuda.is_available() else ["no CUDA device: no GPU rows"]),
     }
 
 
 def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
+
+
+def _ratio(times: dict) -> str:
+    return f"{times['NeLU exact'] / times['ReLU']:.2f}x"
+
+
+def _step_table(title: str, steps: dict) -> list[str]:
+    lines = [f"| {title} | ReLU (ms) | NeLU exact (ms) | NeLU / ReLU |", "|---|---:|---:|---:|"]
+    for key, label in (("with_optimizer", "forward, backward, AdamW"), ("without_optimizer", "forward, backward")):
+        t = steps[key]
+        lines.append(f"| {label} | {t['ReLU']:.2f} | {t['NeLU exact']:.2f} | {_ratio(t)} |")
+    return lines
 
 
 def to_markdown(res: dict) -> str:
@@ -124,25 +332,43 @@ def to_markdown(res: dict) -> str:
         f"Batch of {res['batch']} codes, m = {res['m']}, lam = {res['lam']:.4f}, float32, "
         f"{res['threads']} threads, torch {res['torch']}; medians of {res['repeats']} repeats.",
         "",
-        "| method | forward (ms) | forward + backward (ms) | max error vs cvxpy (float64) |",
+        "| method (dense random codes) | forward (ms) | forward + backward (ms) | max error vs cvxpy referee |",
         "|---|---:|---:|---:|",
     ]
     for r in res["activations"]:
-        lines.append(
-            f"| {r['method']} | {_fmt(r['forward_ms'], '.2f')} | {_fmt(r['forward_backward_ms'], '.2f')} "
-            f"| {_fmt(r['max_error_vs_cvxpy'], '.1e')} |"
-        )
-    step = res["train_step_ms"]
-    lines += [
-        "",
-        "| auto-encoder training step (64 → 256 → 64, batch %d) | ms |" % res["batch"],
-        "|---|---:|",
-        f"| ReLU (learned bias) | {step['ReLU']:.2f} |",
-        f"| NeLU exact | {step['NeLU exact']:.2f} |",
-        "",
-        f"Exact NeLU is {res['speedup_exact_vs_cvxpy']:.0f}x faster than cvxpy; "
-        f"the NeLU training step takes {res['train_step_ratio_nelu_over_relu']:.2f}x the ReLU step.",
-    ]
+        lines.append(f"| {r['method']} | {_fmt(r['forward_ms'], '.2f')} | {_fmt(r['forward_backward_ms'], '.2f')} "
+                     f"| {_fmt(r['max_error_vs_cvxpy'], '.1e')} |")
+    steps = {"with_optimizer": res["train_step_ms"], "without_optimizer": res["train_step_no_optimizer_ms"]}
+    lines += ["", *_step_table(f"training step, 64 → 256 → 64, dense random data, batch {res['batch']}", steps)]
+    if res.get("trained"):
+        tr = res["trained"]
+        lines += ["", f"| codes of the committed sigma = {tr['sigma']:g} models (noisy Train400 patches) | "
+                      "forward (ms) | forward + backward (ms) | active units (mean) |", "|---|---:|---:|---:|"]
+        for r in tr["activations"]:
+            lines.append(f"| {r['method']} | {r['forward_ms']:.2f} | {r['forward_backward_ms']:.2f} "
+                         f"| {r['mean_active']:.1f} |")
+        lines += ["", *_step_table(f"training step of the committed models, batch {res['batch']}",
+                                   tr["train_step_ms"])]
+    e2e = res.get("end_to_end")
+    if e2e:
+        cfg = e2e["train_config"]
+        lines += ["", "| end to end, one thread | ReLU (s) | NeLU exact (s) | NeLU / ReLU |", "|---|---:|---:|---:|",
+                  f"| training loop, {cfg['steps']} steps, batch {cfg['batch_size']}, m = {cfg['m']} "
+                  f"| {e2e['train_loop_s']['ReLU']:.2f} | {e2e['train_loop_s']['NeLU exact']:.2f} "
+                  f"| {e2e['train_ratio']:.2f}x |",
+                  f"| denoising one {e2e['eval_image_shape'][0]}x{e2e['eval_image_shape'][1]} BSD68 image, "
+                  f"stride {e2e['eval_stride']} | {e2e['eval_s']['ReLU']:.3f} | {e2e['eval_s']['NeLU exact']:.3f} "
+                  f"| {e2e['eval_ratio']:.2f}x |"]
+    if res.get("cuda"):
+        cu = res["cuda"]
+        lines += ["", f"| CUDA ({cu['device']}) | forward (ms) | forward + backward (ms) |", "|---|---:|---:|"]
+        lines += [f"| {r['method']} | {r['forward_ms']:.3f} | {r['forward_backward_ms']:.3f} |"
+                  for r in cu["activations"]]
+        lines += ["", *_step_table("CUDA training step", cu["train_step_ms"])]
+    lines += ["", f"Exact NeLU is {res['speedup_exact_vs_cvxpy_compiled']:.0f}x faster than cvxpy compiled once "
+                  f"({res['speedup_exact_vs_cvxpy']:.0f}x than the polished referee); the NeLU training step "
+                  f"takes {res['train_step_ratio_nelu_over_relu']:.2f}x the ReLU step."]
+    lines += [f"Note: {note}." for note in res.get("notes", [])]
     return "\n".join(lines)
 
 
@@ -151,17 +377,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--m", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--cvxpy-rows", type=int, default=32)
+    parser.add_argument("--cvxpy-rows", type=int, default=16)
+    parser.add_argument("--train-steps", type=int, default=300,
+                        help="steps of the end-to-end training rows (0: skip them)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as in training)")
+    parser.add_argument("--results", help="folder of the committed checkpoints (default: the repository's results/)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--readme", help="replace the table between the bench markers of this Markdown file")
     args = parser.parse_args(argv)
     if min(args.batch, args.m, args.repeats, args.cvxpy_rows) < 1 or args.cvxpy_rows > args.batch:
         parser.error("--batch, --m, --repeats and --cvxpy-rows must be positive, with --cvxpy-rows <= --batch")
-    res = run(args.batch, args.m, args.repeats, args.cvxpy_rows)
+    if args.train_steps < 0 or args.threads < 1:
+        parser.error("--train-steps must be 0 or positive and --threads positive")
+    res = run(args.batch, args.m, args.repeats, args.cvxpy_rows, train_steps=args.train_steps, results=args.results,
+              threads=args.threads)
     print(to_markdown(res))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(res, fh, indent=2)
+        from .files import write_json
+
+        write_json(args.json, res)
     if args.readme:
         update_readme(args.readme, to_markdown(res))
     return 0

@@ -3,20 +3,32 @@
 import json
 
 import pytest
+import torch
+from conftest import needs_data
 
 from nelu import bench
+from nelu.results import load_bench
 
 
+@needs_data
 def test_bench_runs_and_reports_errors(tmp_path, capsys):
     out = tmp_path / "bench.json"
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- bench:start -->\nold\n<!-- bench:end -->\nrest\n")
-    args = ["--batch", "64", "--m", "16", "--repeats", "1", "--cvxpy-rows", "4", "--json", str(out), "--readme", str(readme)]
+    args = ["--batch", "64", "--m", "16", "--repeats", "1", "--cvxpy-rows", "4", "--train-steps", "3",
+            "--json", str(out), "--readme", str(readme)]
     assert bench.main(args) == 0
     res = json.loads(out.read_text())
     errors = {r["method"]: r["max_error_vs_cvxpy"] for r in res["activations"]}
     assert errors["NeLU exact"] < 1e-6
     assert errors["NeLU unrolled, 100 it."] < errors["NeLU unrolled, 10 it."]
+    compiled = next(e for method, e in errors.items() if method.startswith("cvxpy compiled once"))
+    assert compiled < 1e-3  # Clarabel's default tolerances: close, not exact
+    b = load_bench(out)  # the reader understands every new field
+    assert set(b.train_step_no_optimizer_ms) == {"ReLU", "NeLU exact"}
+    assert {r["method"] for r in b.trained["activations"]} == {"ReLU", "NeLU exact"}
+    assert b.end_to_end["train_config"]["steps"] == 3 and b.end_to_end["train_ratio"] > 0
+    assert (b.cuda is None) == (not torch.cuda.is_available())
     text = readme.read_text()
     assert "old" not in text and "| NeLU exact |" in text and text.startswith("intro") and text.endswith("rest\n")
     assert "| NeLU exact |" in capsys.readouterr().out
@@ -25,3 +37,10 @@ def test_bench_runs_and_reports_errors(tmp_path, capsys):
 def test_bench_rejects_bad_sizes():
     with pytest.raises(SystemExit):
         bench.main(["--cvxpy-rows", "0"])
+
+
+def test_bench_without_checkpoints_skips_the_trained_rows_with_a_note(tmp_path):
+    res = bench.run(batch=8, m=8, repeats=1, cvxpy_rows=2, train_steps=0, results=tmp_path)
+    assert res["trained"] is None and res["end_to_end"] is None
+    assert any("skipped" in note for note in res["notes"])
+    assert "Note: trained and end-to-end rows skipped" in bench.to_markdown(res)
