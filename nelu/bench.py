@@ -30,7 +30,6 @@ the committed checkpoints are not found.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import tempfile
@@ -152,7 +151,7 @@ def _activation_rows(u: torch.Tensor, lam: float, repeats: int, cvxpy_rows: int)
     rows = []
     for name, act in methods.items():
         with torch.no_grad():
-            fwd = median_ms(lambda: act(u), repeats)
+            fwd = median_ms(lambda act=act: act(u), repeats)
         fwd_bwd = median_ms(_forward_backward(act, u), repeats)
         rows.append({"method": name, "forward_ms": fwd, "forward_backward_ms": fwd_bwd,
                      "max_error_vs_cvxpy": None if name == "ReLU" else error(act(sub))})
@@ -192,7 +191,7 @@ def _trained_rows(models: dict[str, nn.Module], noisy: torch.Tensor, clean: torc
     rows = []
     for name, u in codes.items():
         with torch.no_grad():
-            fwd = median_ms(lambda: act[name](u), repeats)
+            fwd = median_ms(lambda f=act[name], u=u: f(u), repeats)
         fwd_bwd = median_ms(_forward_backward(act[name], u), repeats)
         active = float((act[name](u) > 0).float().sum(-1).mean())
         rows.append({"method": name, "forward_ms": fwd, "forward_backward_ms": fwd_bwd, "mean_active": active})
@@ -223,7 +222,7 @@ def _end_to_end(results: Path, steps: int) -> dict:
         try:
             for name, file in TRAINED.items():
                 denoiser = load_denoiser(results / "checkpoints" / file, stride=4)
-                eval_s[name] = median_ms(lambda: denoiser(noisy), 5, warmup=1) / 1e3
+                eval_s[name] = median_ms(lambda d=denoiser: d(noisy), 5, warmup=1) / 1e3
         finally:
             torch.set_num_threads(threads)
     return {"train_config": base, "train_loop_s": train_s, "train_ratio": train_s["NeLU exact"] / train_s["ReLU"],
@@ -239,7 +238,7 @@ def _cuda_rows(batch: int, m: int, lam: float, repeats: int) -> dict:
     rows = []
     for name, act in (("ReLU", torch.relu), ("NeLU exact", lambda x: F.nelu(x, lam))):
         with torch.no_grad():
-            fwd = median_ms(lambda: act(u), repeats, sync=sync)
+            fwd = median_ms(lambda act=act: act(u), repeats, sync=sync)
         fwd_bwd = median_ms(_forward_backward(act, u), repeats, sync=sync)
         rows.append({"method": name, "forward_ms": fwd, "forward_backward_ms": fwd_bwd})
     y, x = _dense_batch(batch)
