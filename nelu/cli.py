@@ -165,16 +165,15 @@ def _cmd_reproduce(args, argv) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t:7.1f}s] {msg}", flush=True)
 
-    timings = {}
-    checkpoints = Path(args.checkpoints) if args.checkpoints else None
+    timings, checkpoints = {}, (Path(args.checkpoints) if args.checkpoints else None)
     for name in names:
         ctx = Context(profile=args.profile, out=out, seed=args.seed, threads=args.threads, fresh=args.fresh,
-                      checkpoints=checkpoints, argv=argv, log=log)
+                      checkpoints=checkpoints, argv=argv, log=log, workers=args.workers)
         if name == "baselines":  # recorded as the equivalent 'python -m nelu.baselines' command
             equivalent = ["--profile", args.profile, "--out", str(out / "baselines"), "--seed", str(args.seed)]
             ctx = Context(profile=args.profile, out=out / "baselines", seed=args.seed, fresh=args.fresh,
                           checkpoints=checkpoints or out / "checkpoints", argv=equivalent, log=log,
-                          program="python -m nelu.baselines")
+                          program="python -m nelu.baselines", workers=args.workers)
         timings[name] = get(name).run(ctx)
     timings["total_s"] = time.perf_counter() - t
     ctx = Context(profile=args.profile, out=out, argv=argv)
@@ -241,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="results folder (default results/, quick: results/quick/)")
     r.add_argument("--seed", type=_seed, default=0)
     r.add_argument("--threads", type=_threads, default=1)
+    r.add_argument("--workers", type=_number(int, "--workers", 1, MAX_THREADS), help="processes (default: full all cores, quick 1)")
     r.add_argument("--fresh", action="store_true", help="retrain even where a finished checkpoint matches")
     r.add_argument("--checkpoints", default=None,
                    help="noise, baselines: folder of the BSD68 checkpoints (default: OUT/checkpoints)")

@@ -2,7 +2,8 @@
 
 * **BM3D** {Dabov et al. 2007}: :func:`bm3d_denoise` wraps the ``bm3d`` package
   (profile ``'np'``, both stages, one thread per call, so results are deterministic);
-  :func:`bm3d_run` runs many calls on the evaluation's noisy images in worker processes.
+  :func:`bm3d_run` runs many calls on the evaluation's noisy images in worker processes
+  (every core by default).
 * **DnCNN-style network** {Zhang et al. 2017}: :class:`SmallDnCNN`, ``depth`` 3x3
   convolutions with ``channels`` channels, batch normalization and ReLU in between,
   *residual learning* (the network predicts the noise; the output is ``y - net(y)``),
@@ -17,9 +18,7 @@ The experiment that measures them on BSD68 is :mod:`nelu.experiments.baselines`
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import math
-import multiprocessing
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from torch import nn
 
 from .. import data as nd
 from ..data import cached_dataset
-from ..evaluation import noisy_image
+from ..evaluation import default_workers, noisy_image, parallel_map
 from ..metrics import psnr, ssim
 from ..models import CheckpointError, Denoiser, read_checkpoint
 from ..training import fit, open_run, torch_settings
@@ -168,30 +167,21 @@ def _bm3d_task(task: tuple) -> dict:
             "psnr": psnr(clean, est), "ssim": ssim(clean, est), "wall_s": wall, "cpu_s": cpu}
 
 
-def _worker_init() -> None:
-    torch.set_num_threads(1)
+def bm3d_run(tasks: list[tuple], workers: int | None = None, log=None) -> list[dict]:
+    """Run BM3D tasks ``(index, sigma, assumed_sigma, crop, seed)``, in order, on ``workers`` processes.
 
-
-def bm3d_run(tasks: list[tuple], workers: int = 1, log=None) -> list[dict]:
-    """Run BM3D tasks ``(index, sigma, assumed_sigma, crop, seed)``, in order; ``workers`` processes."""
+    ``workers``: None for every core (capped by the number of tasks); each call runs on one
+    thread (:func:`nelu.evaluation.parallel_map`), so the results do not depend on it.
+    """
     require_bm3d()
-    out: list[dict] = []
-    t0 = time.perf_counter()
+    done, t0 = [0], time.perf_counter()
 
     def note(r: dict) -> None:
-        out.append(r)
-        if log and (len(out) % 20 == 0 or len(out) == len(tasks)):
-            log(f"bm3d: {len(out)}/{len(tasks)} calls, {time.perf_counter() - t0:.0f}s")
+        done[0] += 1
+        if log and (done[0] % 20 == 0 or done[0] == len(tasks)):
+            log(f"bm3d: {done[0]}/{len(tasks)} calls, {time.perf_counter() - t0:.0f}s")
 
-    if workers <= 1:
-        for task in tasks:
-            note(_bm3d_task(task))
-        return out
-    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch's thread pools
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
-        for r in pool.map(_bm3d_task, tasks, chunksize=1):
-            note(r)
-    return out
+    return parallel_map(_bm3d_task, tasks, default_workers(len(tasks), workers), each=note)
 
 
 # ------------------------------------------------------------------------------ DnCNN

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="full: the committed results (the longest target); quick: crops, seconds")
     p.add_argument("--out", default=None, help="results folder (default results/baselines, "
                    "quick: results/quick/baselines)")
-    p.add_argument("--workers", type=int, default=None, help="BM3D processes (default: full 2, quick 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes for BM3D and the DnCNN evaluation, one thread each (default: full every core, quick 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for the DnCNN (default: full 2, quick 1)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (0: the noise of the committed evaluation)")
     p.add_argument("--checkpoints", default=None,

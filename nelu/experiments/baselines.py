@@ -44,7 +44,7 @@ from ..baselines import (
     train_dncnn,
 )
 from ..data import cached_dataset, dataset_names
-from ..evaluation import evaluate_images, median_time, noisy_image
+from ..evaluation import default_workers, evaluate_images, median_time, noisy_image
 from ..metrics import psnr, ssim
 from ..models import load_denoiser
 from ..training import train_or_reuse
@@ -72,7 +72,7 @@ PROFILES: dict[str, dict] = {
         "dncnn_images": None,
         "dncnn_sigmas": TEST_SIGMAS,
         "timing_repeats": 3,
-        "workers": 2,
+        "workers": None,  # every core
         "threads": 2,
     },
     "quick": {
@@ -86,7 +86,7 @@ PROFILES: dict[str, dict] = {
         "dncnn_images": 2,
         "dncnn_sigmas": TEST_SIGMAS,
         "timing_repeats": 2,
-        "workers": 1,
+        "workers": 1,  # seconds of work: starting processes would cost more
         "threads": 1,
     },
 }
@@ -152,18 +152,20 @@ def _summarize(rows: list[dict], method: str, keys: tuple[str, ...]) -> list[dic
 def run(ctx: Context) -> dict:
     """Run the baselines of ``ctx.profile``; write the results to ``ctx.out``; return the timings.
 
-    ``ctx.options`` may set ``workers`` (BM3D processes) and ``threads`` (torch threads of the
-    DnCNN); both default to the profile's. The patch auto-encoders timed are those of
+    ``ctx.options`` may set ``workers`` (processes for the BM3D calls and the DnCNN's
+    evaluation, one thread each; None: every core) and ``threads`` (torch threads of the
+    DnCNN's training); both default to ``ctx.workers``, then to the profile's. The numbers
+    do not depend on ``workers``. The patch auto-encoders timed are those of
     ``ctx.checkpoint_dir`` (``relu_sigma25.pt``, ``nelu_sigma25.pt``).
     """
     profile, out, seed, fresh = ctx.profile, ctx.out, ctx.seed, ctx.fresh
     if profile not in PROFILES:
         raise ExperimentError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
     prof = PROFILES[profile]
-    workers = prof["workers"] if ctx.options.get("workers") is None else ctx.options["workers"]
+    workers = next((w for w in (ctx.options.get("workers"), ctx.workers, prof["workers"]) if w is not None), None)
     threads = prof["threads"] if ctx.options.get("threads") is None else ctx.options["threads"]
     checkpoints = ctx.checkpoint_dir
-    if workers < 1 or threads < 1:
+    if (workers is not None and workers < 1) or threads < 1:
         raise ExperimentError(f"--workers and --threads must be >= 1, got {workers}, {threads}")
     require_bm3d()
     log = ctx.log
@@ -185,6 +187,7 @@ def run(ctx: Context) -> dict:
                 if (i, s, a) not in done:
                     tasks.append((i, s, a, crop, seed))
                     done.add((i, s, a))
+    workers = default_workers(len(tasks), workers)
     log(f"bm3d: {len(tasks)} calls on {workers} worker(s), crop {crop}")
     t = time.perf_counter()
     bm3d_rows = bm3d_run(tasks, workers, log)
@@ -224,9 +227,9 @@ def run(ctx: Context) -> dict:
     dncnn = load_dncnn(ck_path)
     dn_idx = _indices(prof["dncnn_images"], len(images))  # None or a count: the first N images
     t = time.perf_counter()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)  # as in each worker: the numbers do not depend on the number of workers
     if crop is None:  # exactly the evaluation of the ReLU/NeLU models
-        res = evaluate_images(dncnn, images[:len(dn_idx)], list(prof["dncnn_sigmas"]), seed=seed)
+        res = evaluate_images(dncnn, images[:len(dn_idx)], list(prof["dncnn_sigmas"]), seed=seed, workers=workers)
     else:
         res = _evaluate_cropped(dncnn, images[:len(dn_idx)], list(prof["dncnn_sigmas"]), crop, seed)
     timings["dncnn_eval_s"] = time.perf_counter() - t

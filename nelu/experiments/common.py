@@ -22,10 +22,12 @@ from pathlib import Path
 import torch
 
 from ..data import add_noise
+from ..evaluation import default_workers, parallel_map
 from ..files import write_csv, write_json
+from ..training import train_or_reuse
 
 __all__ = ["TEST_SIGMAS", "OUT", "ExperimentError", "Context", "git_commit", "fmt_sigma", "mean", "std",
-           "summary_stats", "timing_probe", "relative_path"]
+           "summary_stats", "timing_probe", "relative_path", "train_all"]
 
 #: The noise levels (0-255 scale) every BSD68 result is reported at.
 TEST_SIGMAS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 75.0)
@@ -53,7 +55,9 @@ class Context:
 
     ``argv`` is the command line recorded in every results file (``python -m nelu ...``);
     ``checkpoints`` is the folder of the BSD68 checkpoints that other experiments read
-    (default ``out/checkpoints``).
+    (default ``out/checkpoints``). ``workers``: processes for the work that splits into
+    independent jobs (training runs, images to evaluate, BM3D calls), each on one thread;
+    None: the profile's choice (:meth:`workers_for`). The numbers do not depend on it.
     """
 
     profile: str
@@ -62,10 +66,20 @@ class Context:
     threads: int = 1
     fresh: bool = False
     checkpoints: Path | None = None
+    workers: int | None = None
     argv: list[str] | None = None
     log: Callable[[str], None] = field(default=lambda msg: None)
     program: str = "python -m nelu"
     options: dict = field(default_factory=dict)  # experiment-specific settings (e.g. baselines' workers)
+
+    def workers_for(self, jobs: int) -> int:
+        """Processes for ``jobs`` independent jobs: ``workers``, else every core in the full profile and
+        one in the quick one (seconds of work, less than starting processes costs); at most ``jobs``.
+
+        >>> Context("quick", Path("out")).workers_for(8), Context("full", Path("out"), workers=3).workers_for(2)
+        (1, 2)
+        """
+        return default_workers(jobs, self.workers if self.workers is not None or self.profile != "quick" else 1)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -132,3 +146,20 @@ def summary_stats(res: dict, s: float, keys) -> dict:
 def timing_probe(image: torch.Tensor) -> torch.Tensor:
     """The noisy image (sigma 25, seed 0) that the experiments time their denoisers on."""
     return add_noise(image, 25.0, generator=torch.Generator().manual_seed(0))
+
+
+def _train_job(job: tuple) -> tuple[dict, bool, float]:
+    t = time.perf_counter()
+    ck, reused = train_or_reuse(*job)
+    return ck, reused, time.perf_counter() - t
+
+
+def train_all(jobs: list[tuple], workers: int) -> list[tuple[dict, bool, float]]:
+    """:func:`nelu.training.train_or_reuse` ``(cfg, path, fresh, load, train_fn)`` for every job.
+
+    The runs are independent: they go to ``workers`` processes, each on the thread count of
+    its config, so every checkpoint is bitwise the one a run in this process writes. Returns
+    ``(checkpoint, reused, seconds)`` per job, in order (``seconds``: the wall time of that
+    job in its process).
+    """
+    return parallel_map(_train_job, jobs, workers)

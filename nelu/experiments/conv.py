@@ -19,8 +19,7 @@ from ..conv import (
 )
 from ..data import cached_dataset, dataset_names
 from ..evaluation import evaluate_images, median_time
-from ..training import train_or_reuse
-from .common import Context, fmt_sigma, mean, relative_path, summary_stats, timing_probe
+from .common import Context, fmt_sigma, mean, relative_path, summary_stats, timing_probe, train_all
 
 __all__ = ["PROFILES", "CONV_ACTS", "CONV_TRAIN_SIGMA", "CONV_SIGMAS", "CONV_VARYING_SIGMAS", "run"]
 
@@ -50,17 +49,22 @@ def run(ctx: Context) -> dict:
     ckdir = ctx.checkpoint_dir
     t_all = time.perf_counter()
     models, rows, summary = {}, [], []
-    timings = {"train_s": {}, "eval_s": {}}
+    workers = ctx.workers_for(len(CONV_ACTS))
+    timings = {"workers": workers, "train_s": {}, "eval_s": {}}
     coeffs = {"relu": None, "nelu": "location", "nelu-global": "image"}
     probe = None
-    for act in CONV_ACTS:
-        name = f"conv_{act}_sigma{fmt_sigma(CONV_TRAIN_SIGMA)}"
-        cfg = ConvConfig(activation=act, sigma=CONV_TRAIN_SIGMA, seed=seed, threads=threads, progress=False,
-                         **part["train"])
-        path = ckdir / f"{name}.pt"
-        t = time.perf_counter()
-        ck, reused = train_or_reuse(cfg, path, fresh, load_conv_checkpoint, train_conv)
-        timings["train_s"][name] = time.perf_counter() - t
+    model_names = {act: f"conv_{act}_sigma{fmt_sigma(CONV_TRAIN_SIGMA)}" for act in CONV_ACTS}
+    jobs = [(ConvConfig(activation=act, sigma=CONV_TRAIN_SIGMA, seed=seed, threads=threads, progress=False,
+                        **part["train"]), ckdir / f"{model_names[act]}.pt", fresh, load_conv_checkpoint, train_conv)
+            for act in CONV_ACTS]
+    log(f"conv: {len(jobs)} models on {workers} worker(s)")
+    t = time.perf_counter()
+    trained = dict(zip(CONV_ACTS, train_all(jobs, workers)))  # independent runs, in parallel
+    timings["train_wall_s"] = time.perf_counter() - t
+    t_eval = time.perf_counter()
+    for act, job in zip(CONV_ACTS, jobs):
+        name, path = model_names[act], job[1]
+        ck, reused, timings["train_s"][name] = trained[act]
         hist = ck["history"][-1] if ck["history"] else {}
         n_images = part["global_images"] if act == "nelu-global" else part["images"]
         n_test = len(dataset_names("BSD68", n_images))
@@ -80,7 +84,8 @@ def run(ctx: Context) -> dict:
             images = cached_dataset("BSD68", limit)
             names = dataset_names("BSD68", limit)
             torch.set_num_threads(threads)
-            res = evaluate_images(den, images, sigmas, kind=kind, seed=seed, metrics=("psnr",))
+            res = evaluate_images(den, images, sigmas, kind=kind, seed=seed, metrics=("psnr",),
+                                  workers=ctx.workers_for(len(images)))
             for s in sigmas:
                 for i, im in enumerate(names):
                     rows.append({"model": name, "activation": act, "coeffs": coeffs[act] or "",
@@ -99,10 +104,12 @@ def run(ctx: Context) -> dict:
         timings.setdefault("denoise_one_481x321", {"image_shape": list(probe.shape), "threads": threads})
         noisy = timing_probe(probe)
         timings["denoise_one_481x321"][f"{act}_s"] = median_time(lambda: den(noisy), 3)
+    timings["eval_wall_s"] = time.perf_counter() - t_eval
     timings["total_s"] = time.perf_counter() - t_all
     meta = ctx.meta(profile=profile, seed=seed, threads=threads, eval_noise_seed=seed,
                  test_sigmas=list(CONV_SIGMAS), varying_sigmas=list(CONV_VARYING_SIGMAS),
-                 train_settings=part["train"], test_images=part["images"], global_images=part["global_images"],
+                 train_settings=part["train"], test_images=part["images"],
+                 global_images=len(dataset_names("BSD68", part["global_images"])),
                  timings=timings, images=dataset_names("BSD68", part["images"]))
     ctx.write_json("conv.json", {"meta": meta, "models": models, "summary": summary})
     ctx.write_csv("conv.csv", rows)

@@ -125,7 +125,8 @@ def run(ctx: Context) -> dict:
         images, names = cached_dataset("BSD68", limit), dataset_names("BSD68", limit)
         t = time.perf_counter()
         torch.set_num_threads(threads)
-        res = evaluate_images(den, images, list(sigmas), seed=seed, metrics=("psnr",))
+        res = evaluate_images(den, images, list(sigmas), seed=seed, metrics=("psnr",),
+                              workers=ctx.workers_for(len(images)))
         timings["eval_s"][name] = time.perf_counter() - t
         for s in sigmas:
             rows.extend({"model": name, "role": role, "test_sigma": s, "image": im, "noisy_psnr": res["noisy_psnr"][s][i],
