@@ -239,17 +239,19 @@ def _magnitudes(u: Tensor, nonneg: bool) -> Tensor:
     return u if nonneg else u.abs()
 
 
-def _above(a: Tensor, tau: Tensor) -> Tensor:
-    """Indicator ``a > tau`` as 0.0/1.0 in ``a``'s dtype (cheaper than a bool mask here)."""
-    return (a - tau).relu_().sign_()
+def _above(a: Tensor, tau: Tensor, out: Tensor | None = None) -> Tensor:
+    """Indicator ``a > tau`` as 0.0/1.0 in ``a``'s dtype (cheaper than a bool mask here), in ``out`` if given."""
+    return torch.sub(a, tau, out=out).relu_().sign_() if out is not None else (a - tau).relu_().sign_()
 
 
-def _tau_on_active_set(a: Tensor, active: Tensor, lam: Tensor, k: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def _tau_on_active_set(a: Tensor, active: Tensor, lam: Tensor, k: Tensor | None = None,
+                       scratch: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Closed-form root ``tau = lam sqrt(S / (1 - lam^2 k))`` for a given active set.
 
     ``active`` is a 0/1 indicator of the active entries, ``S`` the energy of the
     inactive entries and ``k`` the number of active ones (``active.sum(-1)``,
-    passed in when the caller has it). Returns ``(tau, c)`` with
+    passed in when the caller has it; ``scratch``, a free tensor like ``a``, saves an
+    allocation). Returns ``(tau, c)`` with
     ``c = 1 - lam^2 k``, both of shape ``(..., 1)``. No gradient flows through
     it (the backward pass of :class:`_ExactNeLU` is analytic), so the square
     root needs no guard: its argument is a sum of squares over a positive number.
@@ -257,7 +259,8 @@ def _tau_on_active_set(a: Tensor, active: Tensor, lam: Tensor, k: Tensor | None 
     if k is None:
         k = active.sum(-1, keepdim=True)
     # a - a * active: a on the inactive entries and exactly 0 on the active ones, in one pass.
-    energy = torch.addcmul(a, a, active, value=-1).square_().sum(-1, keepdim=True)
+    inactive = torch.addcmul(a, a, active, value=-1, out=scratch) if scratch is not None else a.addcmul(a, active, value=-1)
+    energy = inactive.square_().sum(-1, keepdim=True)
     c = 1.0 - lam * lam * k
     tau = energy.div_(c.clamp_min(torch.finfo(a.dtype).tiny)).sqrt_().mul_(lam)
     return tau, c
@@ -304,36 +307,40 @@ def _exact_threshold(a: Tensor, lam: Tensor, norm: Tensor | None = None) -> tupl
     lam2 = lam * lam
     one = torch.ones_like(lam2)
     tau = lam * (torch.linalg.vector_norm(a, dim=-1, keepdim=True) if norm is None else norm)
-    active = _above(a, tau)
+    # Two buffers like ``a`` serve every step: at 4096 x 256 a fresh 4 MB tensor costs more in
+    # page faults than the pass that fills it.
+    active, scratch = torch.empty_like(a), torch.empty_like(a)
+    _above(a, tau, out=active)
     k = active.sum(-1, keepdim=True)
+    compact = a.dim() == 2 and a.numel() >= _COMPACT_MIN_ENTRIES
     work: Tensor | None = None  # indices of the rows still iterating (None: all of them)
-    a_w, lam_w, lam2_w, one_w = a, lam, lam2, one
-    moving = torch.ones_like(k, dtype=torch.bool).squeeze(-1)
+    a_w, lam_w, lam2_w, one_w, buffer = a, lam, lam2, one, scratch
+    moving = torch.ones_like(k, dtype=torch.bool)
     for _ in range(ACTIVE_SET_STEPS):
-        low_energy = torch.linalg.vector_norm(torch.minimum(a_w, tau), dim=-1, keepdim=True).square_()
+        low_energy = torch.linalg.vector_norm(torch.minimum(a_w, tau, out=buffer), dim=-1, keepdim=True).square_()
         energy = low_energy.addcmul_(k, tau * tau, value=-1).clamp_min_(0)  # S = sum min(a, tau)^2 - k tau^2
         tau = energy.div_(one_w.addcmul(lam2_w, k, value=-1).clamp_min_(tiny)).sqrt_().mul_(lam_w)
-        active_w = _above(a_w, tau)
-        k_new = active_w.sum(-1, keepdim=True)
         if work is None:
-            active = active_w
+            active_w = _above(a_w, tau, out=active)
         else:
+            active_w = _above(a_w, tau, out=buffer)
             active[work] = active_w
+        k_new = active_w.sum(-1, keepdim=True)
         if torch.equal(k_new, k):
-            return _tau_on_active_set(a, active, lam, k_new if work is None else None)
-        moving = (k_new != k).squeeze(-1)
+            return _tau_on_active_set(a, active, lam, k_new if work is None else None, scratch)
+        moving = k_new != k
         k = k_new
-        if a_w.numel() >= _COMPACT_MIN_ENTRIES and 2 * int(moving.sum()) <= moving.numel():
+        if compact and 2 * int(moving.sum()) <= moving.numel():
             # Rows whose active set did not change are certified: iterate on the others only.
-            keep = moving.nonzero().squeeze(-1)
+            keep = moving.squeeze(-1).nonzero().squeeze(-1)
             work = keep if work is None else work[keep]
             a_w, lam_w, lam2_w, one_w, tau, k = a_w[keep], lam_w[keep], lam2_w[keep], one_w[keep], tau[keep], k[keep]
-            moving = moving[keep]
-    rows = moving.nonzero().squeeze(-1)
+            moving, buffer = moving[keep], scratch[: keep.numel()]
+    rows = moving.squeeze(-1).nonzero(as_tuple=True)
     if work is not None:
-        rows = work[rows]
+        rows = (work[rows[0]],)
     active[rows] = _active_set_by_sort(a[rows], lam[rows]).to(a.dtype)
-    return _tau_on_active_set(a, active, lam)
+    return _tau_on_active_set(a, active, lam, scratch=scratch)
 
 
 class _ExactNeLU(torch.autograd.Function):
