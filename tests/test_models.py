@@ -80,6 +80,17 @@ def test_patch_denoiser_chunk_invariant():
         torch.testing.assert_close(PatchDenoiser(ae, 4, 2, chunk=7)(x), PatchDenoiser(ae, 4, 2, chunk=10**6)(x))
 
 
+@pytest.mark.parametrize("activation", ["relu", "nelu", "wnelu"])
+def test_patch_denoiser_output_is_bitwise_the_same_for_every_chunk(activation):
+    """The chunk is a speed setting only: 3249 patches of 64 pixels, m = 256, in chunks below and
+    above the size where the exact NeLU compacts its rows (2**17 codes), give identical images."""
+    ae = SparseAE(64, 256, activation, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = [PatchDenoiser(ae, 8, 1, chunk=chunk)(x) for chunk in (100, 1024, 4096)]
+    assert torch.equal(out[0], out[1]) and torch.equal(out[1], out[2])
+
+
 def test_patch_denoiser_rejects_bad_input():
     with pytest.raises(ValueError):
         PatchDenoiser(_Identity(), 4, 5)
