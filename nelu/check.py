@@ -36,12 +36,12 @@ from pathlib import Path
 
 import torch
 
-from .data import REGISTRY_PATH, data_dir, registry
 from . import synthetic
+from .data import REGISTRY_PATH, data_dir, registry
 from .synthetic import SyntheticConfig
 from .training import torch_settings
 
-__all__ = ["Item", "check_python", "check_torch", "check_packages", "check_data", "check_training", "run", "main"]
+__all__ = ["Item", "check_data", "check_packages", "check_python", "check_torch", "check_training", "main", "run"]
 
 INSTALL = "pip install -r requirements.txt && pip install -e . (in the activated virtual environment)"
 #: The packages the chapters import, beyond torch (distribution names).
@@ -75,7 +75,7 @@ class Item:
 def check_python() -> Item:
     """Python 3.10 or later (3.11 is the version the requirements are pinned for)."""
     found = f"{platform.python_version()} ({sys.executable})"
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 (an older interpreter running a source tree)
         return Item("python", False, f"{found} is too old",
                     "install Python 3.11 (python.org, or your package manager) and create the virtual environment "
                     "with it: python3.11 -m venv .venv")
@@ -165,7 +165,7 @@ def run(checks: tuple[Callable[[], Item], ...], log: Callable[[str], None] = pri
     for check in checks:
         try:
             item = check()
-        except Exception as exc:  # a broken installation must still give a readable line
+        except Exception as exc:  # noqa: BLE001 (a broken installation must still give a readable line)
             name = check.__name__.removeprefix("check_")
             item = Item(name, False, f"{type(exc).__name__}: {exc}", INSTALL)
         for line in item.lines():
