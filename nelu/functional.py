@@ -630,22 +630,66 @@ def weighted_nelu(u: Tensor, lam: Tensor, *, nonneg: bool = True) -> Tensor:
     return _weighted(u, lam, nonneg)[0]
 
 
+def _weighted_active_by_sort(a: Tensor, lam: Tensor, sq: Tensor) -> Tensor:
+    """Active set (0/1) of every row of the weighted problem by sorting ``a_i / lam_i``.
+
+    ``sq`` holds the squared entries (``u**2``; the inactive energy counts the negative
+    entries too). The active units are the longest prefix of the sorted ratios whose last
+    entry ``t_k`` satisfies ``t_k**2 (1 - L_k) > S_k``.
+    """
+    t = a / lam
+    t_sorted, order = torch.sort(t, dim=-1, descending=True)
+    lam2_sorted = torch.gather(lam * lam, -1, order)
+    sq_sorted = torch.gather(sq, -1, order)
+    below = sq_sorted.flip(-1).cumsum(-1).flip(-1) - sq_sorted  # energy after position k
+    L = lam2_sorted.cumsum(-1)
+    passes = (t_sorted > 0) & (t_sorted * t_sorted * (1 - L) > below)
+    k = passes.cumprod(-1).sum(-1, keepdim=True)  # the longest passing prefix
+    active_sorted = (torch.arange(a.shape[-1], device=a.device) < k).to(a.dtype)
+    return torch.zeros_like(active_sorted).scatter(-1, order, active_sorted)
+
+
+def _weighted_active_by_steps(a: Tensor, lam: Tensor, sq: Tensor) -> Tensor:
+    """The same active set from ``r = ||u||`` down, as :func:`_exact_threshold` does for one ``lam``.
+
+    With the active set frozen at ``r``, ``r' = sqrt(S / (1 - L))`` lies between the root
+    and ``r`` (the residual energy ``sum_i min(a_i, lam_i r)**2`` over ``r**2`` does not
+    increase with ``r``), so the active set only grows and an unchanged size certifies it.
+    Rows still moving after :data:`ACTIVE_SET_STEPS` steps are sorted. Ties and values
+    within rounding of their threshold may be classified differently from the sort
+    (either choice is a solution to rounding), so only inference uses it.
+    """
+    eps = torch.finfo(a.dtype).eps
+    lam2 = lam * lam
+    r = sq.sum(-1, keepdim=True).sqrt_()
+    active = (a > lam * r).to(a.dtype)
+    k = active.sum(-1, keepdim=True)
+    moving = torch.ones_like(k, dtype=torch.bool)
+    for _ in range(ACTIVE_SET_STEPS):
+        energy = torch.addcmul(sq, sq, active, value=-1).sum(-1, keepdim=True)
+        r = energy.div_((1 - (active * lam2).sum(-1, keepdim=True)).clamp_min_(eps)).sqrt_()
+        active = (a > lam * r).to(a.dtype)
+        k_new = active.sum(-1, keepdim=True)
+        moving = k_new != k
+        k = k_new
+        if not bool(moving.any()):
+            return active
+    rows = moving.squeeze(-1).nonzero(as_tuple=True)
+    active[rows] = _weighted_active_by_sort(a[rows], lam[rows], sq[rows])
+    return active
+
+
 def _weighted(u: Tensor, lam: Tensor, nonneg: bool) -> tuple[Tensor, Tensor]:
     s, s_inv = _row_scale(u)
     us = u * s_inv
     a = us if nonneg else us.abs()
     lam = lam.expand_as(us)
+    training = torch.is_grad_enabled() and (u.requires_grad or lam.requires_grad)
     with torch.no_grad():
-        t = a / lam
-        t_sorted, order = torch.sort(t, dim=-1, descending=True)
-        lam2_sorted = torch.gather(lam * lam, -1, order)
-        sq_sorted = torch.gather(us * us, -1, order)
-        below = sq_sorted.flip(-1).cumsum(-1).flip(-1) - sq_sorted  # energy after position k
-        L = lam2_sorted.cumsum(-1)
-        passes = (t_sorted > 0) & (t_sorted * t_sorted * (1 - L) > below)
-        k = passes.cumprod(-1).sum(-1, keepdim=True)  # the longest passing prefix
-        active_sorted = (torch.arange(u.shape[-1], device=u.device) < k).to(u.dtype)
-        active = torch.zeros_like(active_sorted).scatter(-1, order, active_sorted)
+        sq = us * us
+        # Training keeps the sort (its trajectories, and so the committed checkpoints, bit for bit);
+        # without gradients the certified steps find the same set 3-4x faster.
+        active = (_weighted_active_by_sort if training else _weighted_active_by_steps)(a, lam, sq)
     S = ((1 - active) * us * us).sum(-1, keepdim=True)
     c = (1 - (active * lam * lam).sum(-1, keepdim=True)).clamp_min(torch.finfo(u.dtype).eps)
     r = _safe_sqrt(S / c)

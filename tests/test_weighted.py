@@ -106,3 +106,20 @@ def test_gated_model_is_pivotal_and_starts_near_the_ungated_one():
     torch.testing.assert_close(gated(3.0 * y), 3.0 * gated(y), rtol=1e-4, atol=1e-5)
     assert (gated(y) - plain(y)).abs().max() < 0.1 * (y - plain(y)).abs().max()  # g ~ 0.05 at the start
     assert isinstance(gated, SparseAE) and gated.gate and {"gate_a", "gate_b"} <= dict(gated.named_parameters()).keys()
+
+
+@pytest.mark.parametrize("nonneg", [True, False])
+@pytest.mark.parametrize("steps", [F.ACTIVE_SET_STEPS, 1, 0])
+def test_inference_steps_find_the_training_sort_active_set(monkeypatch, nonneg, steps):
+    """Without gradients the active set comes from certified steps (sort as fallback, forced by
+    fewer steps); with gradients from the sort. Both give the same codes, bit for bit."""
+    monkeypatch.setattr(F, "ACTIVE_SET_STEPS", steps)
+    gen = torch.Generator().manual_seed(7)
+    u = torch.randn(300, 64, generator=gen) * torch.logspace(0, 2, 64)[torch.randperm(64, generator=gen)]
+    lam = 0.08 * torch.exp(0.5 * torch.randn(64, generator=gen))
+    training = F.weighted_nelu(u.clone().requires_grad_(), lam, nonneg=nonneg).detach()
+    with torch.no_grad():
+        inference = F.weighted_nelu(u, lam, nonneg=nonneg)
+    assert torch.equal(training, inference)
+    ref = torch.from_numpy(weighted_sqrt_lasso(u[:5].double(), lam.double(), nonneg=nonneg))
+    torch.testing.assert_close(inference[:5].double(), ref, rtol=1e-4, atol=1e-5 * float(u.abs().max()))
