@@ -247,3 +247,50 @@ def test_chapter_has_exercises_with_hidden_solutions(path: Path):
         problems.append("no gated solution (solution-start, a code cell, solution-end): one exercise must be "
                         "computational, with a solution that CI executes")
     assert not problems, f"{path.name}:\n  " + "\n  ".join(problems)
+
+
+# Opening lines of the numbered results (sphinx-proof directives other than proofs).
+RESULT_DIRECTIVE = re.compile(
+    r"^[ \t]*(?:`{3,}|:{3,})\{prf:(?P<kind>theorem|proposition|lemma|corollary|definition|algorithm)\}"
+    r"[ \t]*(?P<title>[^\n]*)\n(?:[ \t]*:[\w-]+:[^\n]*\n)*?[ \t]*:label:[ \t]*(?P<label>\S+)",
+    re.M,
+)
+RESULTS_PAGE = BOOK / "results.md"
+RESULTS_HEADER = """(chap-results)=
+# List of results
+
+Every definition, lemma, proposition, theorem, corollary and algorithm of the book, by chapter,
+with its title. Each link goes to the statement; its proof follows it. The
+{ref}`general index <genindex>` lists the key terms, and the {ref}`notation <chap-notation>`
+page the letters. (This list is generated from the chapters; `tests/test_book.py` checks that it
+is complete: run `python tests/test_book.py` to rewrite it.)
+"""
+
+
+def results_page() -> str:
+    """The text of ``book/results.md``: the results of every toc chapter, in toc order."""
+    parts = [RESULTS_HEADER]
+    for file in toc_files():
+        path = resolve(file)
+        if path is None or path == RESULTS_PAGE:
+            continue
+        if path.suffix == ".ipynb":
+            text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+        else:
+            text = path.read_text()
+        found = [(m["label"], " ".join(m["title"].split())) for m in RESULT_DIRECTIVE.finditer(text)]
+        if found:
+            parts.append(f"\n## {{doc}}`{path.stem}`\n\n"
+                         + "".join(f"- {{prf:ref}}`{label}`: {title}\n" for label, title in found))
+    return "".join(parts)
+
+
+def test_results_page_lists_every_result():
+    """book/results.md links every numbered result of the book, with its title, in toc order."""
+    assert RESULTS_PAGE.read_text() == results_page(), "book/results.md is stale: run python tests/test_book.py"
+    assert "book/results" in toc_files(), "book/results.md is not in _toc.yml"
+
+
+if __name__ == "__main__":
+    RESULTS_PAGE.write_text(results_page())
+    print(f"wrote {RESULTS_PAGE}")
