@@ -119,11 +119,23 @@ window.addEventListener("load", async () => {
     const body = sol.querySelector(".admonition-title ~ *");
     return body ? getComputedStyle(body).visibility === "hidden" || body.offsetHeight === 0 : false;
   });
+  // Every table of the text: its right edge, and the nearest box around it that scrolls sideways.
+  const column = document.querySelector("article") || document.body;
+  const tables = [...document.querySelectorAll("article table")].map((t) => {
+    let box = t.parentElement;
+    while (box && box !== column && !["auto", "scroll"].includes(getComputedStyle(box).overflowX)) box = box.parentElement;
+    const scroller = box && box !== column ? box : null;
+    return {caption: (t.querySelector("caption") || t.querySelector("th") || t).textContent.trim().slice(0, 60),
+      width: Math.round(t.getBoundingClientRect().width), right: Math.round(t.getBoundingClientRect().right),
+      column_right: Math.round(column.getBoundingClientRect().right), window_width: window.innerWidth,
+      scroller_right: scroller ? Math.round(scroller.getBoundingClientRect().right) : null,
+      scroll_width: scroller ? scroller.scrollWidth : null};
+  });
   const out = document.createElement("script");
   out.type = "application/json";
   out.id = "nelu-test-probe";
   out.textContent = JSON.stringify({height: document.documentElement.scrollHeight, figures,
-    solutions_hidden: hidden, exercises_top: top(document.querySelector("article div.exercise")),
+    solutions_hidden: hidden, exercises_top: top(document.querySelector("article div.exercise")), tables,
     mathjax, mathjax_typeset: document.querySelectorAll("mjx-container").length,
     resources: performance.getEntriesByType("resource").map((r) => r.name)});
   document.body.appendChild(out);
@@ -572,3 +584,57 @@ def test_reproduce_workflow_reruns_the_full_profile_weekly():
 def test_ci_installs_chromium():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "command -v chromium" in ci and "apt-get install" in ci and "chromium" in ci
+
+
+# ------------------------------------------------------------------------- tables
+
+
+def clipped_tables(probe: dict) -> list[dict]:
+    """The tables of a page that neither fit in the text column nor scroll sideways to every column.
+
+    A table fits when its right edge is inside the column (and the column inside the window);
+    otherwise the nearest box around it must scroll sideways (``overflow-x: auto``), lie inside
+    the column, and be as wide, scrolled, as the table. Tables of closed dropdowns (width 0) are
+    not laid out and not counted.
+    """
+    bad = []
+    for t in probe["tables"]:
+        if t["width"] == 0:
+            continue
+        inside = t["column_right"] <= t["window_width"] + 1
+        if t["scroller_right"] is None:
+            ok = inside and t["right"] <= t["column_right"] + 1
+        else:
+            ok = inside and t["scroller_right"] <= t["column_right"] + 1 and t["scroll_width"] >= t["width"] - 1
+        if not ok:
+            bad.append(t)
+    return bad
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [1280, 412])
+def test_every_table_fits_or_scrolls(site: Site, width: int):
+    """Every page of the book, offline, in a desktop and a phone window: no table has a clipped
+    column (each fits in the text column or scrolls sideways to all its columns)."""
+    problems, laid_out = [], 0
+    for page in toc_files():
+        url = "index.html" if page == toc_files()[0] else f"{page}.html"
+        dom = site._run(url, f"--window-size={width},1600", "--dump-dom")
+        probe = soup(dom).find("script", id="nelu-test-probe")
+        assert probe is not None, f"{url}: the page never finished loading"
+        tables = json.loads(probe.get_text())["tables"]
+        laid_out += sum(t["width"] > 0 for t in tables)
+        problems += [f"{url}: {t}" for t in clipped_tables({"tables": tables})]
+    assert laid_out >= 10, f"only {laid_out} tables laid out in the whole book at width {width}"
+    assert not problems, f"tables clipped at width {width}:\n" + "\n".join(problems)
+
+
+def test_clipped_tables_finds_a_clipped_column():
+    """The rule itself: a wide table that does not scroll is clipped; inside a scrolling box it is not."""
+    wide = {"caption": "t", "width": 900, "right": 1000, "column_right": 800, "window_width": 1280,
+            "scroller_right": None, "scroll_width": None}
+    assert clipped_tables({"tables": [wide]}) == [wide]
+    scrolling = {**wide, "scroller_right": 800, "scroll_width": 900}
+    assert clipped_tables({"tables": [scrolling]}) == []
+    cut = {**wide, "scroller_right": 800, "scroll_width": 700}           # the box scrolls, but not far enough
+    assert clipped_tables({"tables": [cut, {**wide, "width": 0}]}) == [cut]
