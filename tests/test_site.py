@@ -638,3 +638,43 @@ def test_clipped_tables_finds_a_clipped_column():
     assert clipped_tables({"tables": [scrolling]}) == []
     cut = {**wide, "scroller_right": 800, "scroll_width": 700}           # the box scrolls, but not far enough
     assert clipped_tables({"tables": [cut, {**wide, "width": 0}]}) == [cut]
+
+
+# ------------------------------------------------------------------------- the front page
+
+
+@pytest.mark.slow
+def test_landing_page_shows_the_findings(site: Site):
+    """The front page, offline: the five findings with their numbers pasted (myst-nb ``glue``)
+    from the committed results, the same numbers the results files give; the key figure,
+    fetched, decoded, shown wide and not blank; the table of contents below them."""
+    from nelu.results import load_bsd68, load_universal
+
+    page = f"{toc_files()[0]}.html"
+    dom, probe = site.dom("index.html")
+    doc = soup(dom)
+    box = doc.select_one("article div.findings")
+    assert box is not None, f"{page}: no findings box (an admonition with class 'findings')"
+    items = box.select("ol > li")
+    assert len(items) == 5, f"{page}: {len(items)} findings, expected five sentences"
+    pasted = [p.get_text(strip=True) for p in box.select("span.pasted-text")]
+    assert len(pasted) >= 10 and all(re.fullmatch(r"-?\d+(\.\d+)?", p) for p in pasted), pasted
+    text = " ".join(visible_text(box).split())
+    assert not RAW_TEX.search(text), f"{page}: raw TeX in the findings: {text[:200]}"
+    uni, bsd = load_universal(), load_bsd68()
+    rec, same = uni.names(role="recommended")[0], uni.names(role="same-recipe")[0]
+    grid = uni.sigmas(rec)
+    gaps = [uni.reported(rec, s) - uni.oracle(s) for s in grid]
+    margins = [uni.reported(rec, s) - uni.reported(same, s) for s in grid]
+    expected = [f"{-min(gaps):.2f}", f"{min(margins):.2f}", f"{max(margins):.2f}",
+                f"{bsd.models['nelu_sigma15']['learned_lam']:.3f}", f"{bsd.models['nelu_sigma50']['learned_lam']:.3f}"]
+    missing = [e for e in expected if e not in pasted]
+    assert not missing, f"{page}: the findings do not show the committed numbers {missing}; shown: {pasted}"
+    figures = [f for f in probe["figures"] if "/_images/" in local_path(page, f["src"])]
+    check_figures(page, site, probe)
+    assert any(f["shown"] >= 600 for f in figures), f"{page}: the key figure is shown too small: {figures}"
+    caption = doc.select_one("article figure figcaption")
+    assert caption is not None and "committed results" in caption.get_text(), f"{page}: no caption on the figure"
+    linked = {local_path(page, a["href"]) for a in doc.select("article a[href]")}
+    chapters = {f"/{f}.html" for f in toc_files()[1:]}
+    assert chapters <= linked, f"{page}: the table of contents lacks {sorted(chapters - linked)}"
