@@ -243,7 +243,7 @@ def test_committed_conv():
     c = rs.load_conv(RESULTS)
     assert list(c.models) == ["conv_relu_sigma25", "conv_nelu_sigma25", "conv_nelu-global_sigma25"]
     assert c.sigmas == (5.0, 10.0, 15.0, 25.0, 40.0, 50.0, 75.0) and c.varying_sigmas == (25.0, 50.0)
-    assert c.meta["profile"] == "full" and c.global_images == 4
+    assert c.meta["profile"] == "full" and c.global_images == 68
     assert all(c.reported("conv_nelu_sigma25", "gaussian", s, "n_images") == 68 for s in c.sigmas)
     assert c.values("conv_nelu-global_sigma25", "varying", 50).shape == (c.global_images,)
     assert all(c.checkpoint(m).is_file() for m in c.models)
