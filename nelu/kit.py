@@ -395,7 +395,8 @@ def executed_notebook(root: Path, chapter: Path, build: Path) -> nbformat.Notebo
     that copy (``execute_notebooks: force``).
 
     Raises:
-        KitError: no execution of the chapter as it is now, or one without any output.
+        KitError: no execution of the chapter as it is now, or one without any output or
+            with an error (a build with ``allow_errors`` caches those).
     """
     source = nbformat.read(root / chapter, as_version=4)
     executed = None
@@ -411,6 +412,10 @@ def executed_notebook(root: Path, chapter: Path, build: Path) -> nbformat.Notebo
     code = [cell for cell in executed.cells if cell.cell_type == "code"]
     if code and not any(cell.get("outputs") for cell in code):
         raise KitError(f"the execution of {chapter} in {build} has no output: build the book again (make book)")
+    errors = [i for i, cell in enumerate(executed.cells) if cell.cell_type == "code"
+              and any(output.output_type == "error" for output in cell.get("outputs", []))]
+    if errors:
+        raise KitError(f"the execution of {chapter} in {build} raised errors (cells {errors}): fix the chapter")
     return executed
 
 

@@ -151,6 +151,12 @@ def test_a_chapter_without_its_execution_is_an_error(tmp_path):
     copy.write_bytes((ROOT / chapter).read_bytes())
     with pytest.raises(kit.KitError, match=f"the execution of {chapter} in .* has no output"):
         kit.executed_notebook(ROOT, chapter, tmp_path)
+    nb = nbformat.read(copy, as_version=4)
+    first = next(i for i, cell in enumerate(nb.cells) if cell.cell_type == "code")
+    nb.cells[first].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="no", traceback=[])]
+    nbformat.write(nb, copy)
+    with pytest.raises(kit.KitError, match=rf"the execution of {chapter} in .* raised errors \(cells \[{first}\]\)"):
+        kit.executed_notebook(ROOT, chapter, tmp_path)
 
 
 # ----------------------------------------------------------------------------- the built site
