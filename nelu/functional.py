@@ -259,7 +259,8 @@ def _tau_on_active_set(a: Tensor, active: Tensor, lam: Tensor, k: Tensor | None 
     if k is None:
         k = active.sum(-1, keepdim=True)
     # a - a * active: a on the inactive entries and exactly 0 on the active ones, in one pass.
-    inactive = torch.addcmul(a, a, active, value=-1, out=scratch) if scratch is not None else a.addcmul(a, active, value=-1)
+    # A non-contiguous a (channels-last codes) keeps the layout, and so the summation order, of old.
+    inactive = torch.addcmul(a, a, active, value=-1, out=scratch) if scratch is not None else (1.0 - active).mul_(a)
     energy = inactive.square_().sum(-1, keepdim=True)
     c = 1.0 - lam * lam * k
     tau = energy.div_(c.clamp_min(torch.finfo(a.dtype).tiny)).sqrt_().mul_(lam)
@@ -309,10 +310,11 @@ def _exact_threshold(a: Tensor, lam: Tensor, norm: Tensor | None = None) -> tupl
     tau = lam * (torch.linalg.vector_norm(a, dim=-1, keepdim=True) if norm is None else norm)
     # Two buffers like ``a`` serve every step: at 4096 x 256 a fresh 4 MB tensor costs more in
     # page faults than the pass that fills it.
-    active, scratch = torch.empty_like(a), torch.empty_like(a)
-    _above(a, tau, out=active)
+    buffered = a.is_contiguous()  # a strided a keeps fresh tensors: their layout fixes the sums' order
+    active = _above(a, tau, out=torch.empty_like(a) if buffered else None)
+    scratch = torch.empty_like(a) if buffered else None
     k = active.sum(-1, keepdim=True)
-    compact = a.dim() == 2 and a.numel() >= _COMPACT_MIN_ENTRIES
+    compact = buffered and a.dim() == 2 and a.numel() >= _COMPACT_MIN_ENTRIES
     work: Tensor | None = None  # indices of the rows still iterating (None: all of them)
     a_w, lam_w, lam2_w, one_w, buffer = a, lam, lam2, one, scratch
     moving = torch.ones_like(k, dtype=torch.bool)
@@ -321,7 +323,8 @@ def _exact_threshold(a: Tensor, lam: Tensor, norm: Tensor | None = None) -> tupl
         energy = low_energy.addcmul_(k, tau * tau, value=-1).clamp_min_(0)  # S = sum min(a, tau)^2 - k tau^2
         tau = energy.div_(one_w.addcmul(lam2_w, k, value=-1).clamp_min_(tiny)).sqrt_().mul_(lam_w)
         if work is None:
-            active_w = _above(a_w, tau, out=active)
+            active_w = _above(a_w, tau, out=active if buffered else None)
+            active = active_w
         else:
             active_w = _above(a_w, tau, out=buffer)
             active[work] = active_w
