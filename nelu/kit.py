@@ -153,8 +153,8 @@ def student_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 # ----------------------------------------------------------------------------- chapters
 
 
-def chapters(root: Path) -> list[Path]:
-    """The notebook chapters of ``root/_toc.yml``, in the book's order (paths relative to ``root``)."""
+def toc_files(root: Path) -> list[str]:
+    """Every ``file:`` of ``root/_toc.yml`` (root first), as written, without extension."""
     toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
     files: list[str] = [toc["root"]]
 
@@ -167,7 +167,12 @@ def chapters(root: Path) -> list[Path]:
 
     walk(toc.get("parts"))
     walk(toc.get("chapters"))
-    return [Path(f).with_suffix(".ipynb") for f in files if (root / f).with_suffix(".ipynb").is_file()]
+    return files
+
+
+def chapters(root: Path) -> list[Path]:
+    """The notebook chapters of ``root/_toc.yml``, in the book's order (paths relative to ``root``)."""
+    return [Path(f).with_suffix(".ipynb") for f in toc_files(root) if (root / f).with_suffix(".ipynb").is_file()]
 
 
 def _write_zip(path: Path, members: dict[str, bytes]) -> None:

@@ -49,7 +49,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
+
+from nelu import kit
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
@@ -61,19 +62,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes in the logs of jupyter-book
 
 def toc_files() -> list[str]:
     """Every ``file:`` of ``_toc.yml`` (root first), as written, without extension."""
-    toc = yaml.safe_load(TOC.read_text())
-    files = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                files.append(entry["file"])
-            for key in ("parts", "chapters", "sections"):
-                walk(entry.get(key))
-
-    walk(toc.get("parts"))
-    walk(toc.get("chapters"))
-    return files
+    return kit.toc_files(ROOT)
 
 
 def resolve(file: str) -> Path | None:
