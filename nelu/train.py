@@ -102,6 +102,7 @@ class TrainConfig:
     gate: bool = False  # a scale-free residual gate (nelu.models.SparseAE.gate_value)
     sigma_sampling: str = "uniform"  # blind training: "uniform" or "log-uniform" levels in sigma_range
     loss_weight_power: float = 0.0  # blind training: each sample's MSE weighted by (sigma / 25)**-p
+    init_from: str | None = None  # warm start: the weights of this checkpoint (same architecture)
     checkpoint_every: int = 1000
     progress: bool | None = None  # None: a bar only when stderr is a terminal
 
@@ -156,6 +157,8 @@ class TrainConfig:
             raise ConfigError("log-uniform sigma sampling needs a sigma range with lo > 0")
         if not isinstance(self.gate, bool):
             raise ConfigError(f"gate must be true or false, got {self.gate!r}")
+        if self.init_from is not None and not isinstance(self.init_from, str):
+            raise ConfigError(f"init_from must be a checkpoint path (a string), got {self.init_from!r}")
         check_device(self.device)
         need, have = self.memory_bytes(), memory_limit_bytes()
         if have is not None and need > 0.75 * have:
@@ -211,6 +214,23 @@ def _validation_set(cfg: TrainConfig) -> tuple[list[torch.Tensor], list[torch.Te
     return clean, noisy
 
 
+_ARCHITECTURE = ("activation", "patch", "m", "remove_dc", "gate")
+
+
+def _warm_start(model: nn.Module, cfg: TrainConfig) -> None:
+    """Load the weights of ``cfg.init_from`` into ``model`` (:class:`ConfigError` if it cannot)."""
+    try:
+        init = load_checkpoint(cfg.init_from)
+    except ValueError as exc:
+        raise ConfigError(f"init_from: {exc}") from None
+    theirs = init["config"]
+    differ = [f"{k} {theirs.get(k)!r} (this run: {getattr(cfg, k)!r})" for k in _ARCHITECTURE
+              if theirs.get(k, getattr(TrainConfig, k, None)) != getattr(cfg, k)]
+    if differ:
+        raise ConfigError(f"init_from {cfg.init_from} has another architecture: " + ", ".join(differ))
+    model.load_state_dict(init["model"])
+
+
 @torch.no_grad()
 def _validate(model: nn.Module, cfg: TrainConfig, clean, noisy, device) -> float | None:
     if not clean:
@@ -252,7 +272,10 @@ def train(
             return ckpt
         device = torch.device(cfg.device)
         with torch_settings(cfg.threads):
-            model = build_model(asdict(cfg)).to(device)
+            model = build_model(asdict(cfg))
+            if cfg.init_from is not None and ckpt is None:
+                _warm_start(model, cfg)
+            model = model.to(device)
             decay, no_decay = [], []
             for name, p in model.named_parameters():
                 (decay if name.startswith(("encoder", "decoder")) else no_decay).append(p)

@@ -54,6 +54,34 @@ def test_deterministic_given_seed(tmp_path):
     assert a["history"][-1]["val_psnr"] is not None
 
 
+def test_warm_start_begins_from_the_given_weights(tmp_path):
+    source = train(tiny(activation="relu"), tmp_path / "source.pt")
+    warm = tiny(activation="relu", sigma=5.0, init_from=str(tmp_path / "source.pt"))
+    one = train(replace(warm, steps=1, val_every=0), tmp_path / "one.pt")
+    cold = train(replace(warm, steps=1, val_every=0, init_from=None), tmp_path / "cold.pt")
+    moved = max(float((one["model"][k] - source["model"][k]).abs().max()) for k in source["model"])
+    assert 0 < moved < 0.05 and not _same_state(one["model"], cold["model"])
+    a = train(warm, tmp_path / "a.pt")
+    half = train(warm, tmp_path / "b.pt", stop_after=4)
+    assert not half["complete"]
+    b = train(warm, tmp_path / "b.pt", resume=True)  # resumes from its own checkpoint, not the source
+    assert _same_state(a["model"], b["model"]) and a["config"]["init_from"] == str(tmp_path / "source.pt")
+
+
+@pytest.mark.parametrize("changes, match", [
+    (dict(init_from="missing.pt"), "init_from: checkpoint missing.pt does not exist"),
+    (dict(init_from="SOURCE", m=8), "another architecture: m 16"),
+    (dict(init_from="SOURCE", activation="nelu"), "another architecture: activation 'relu'"),
+    (dict(init_from=3), "init_from must be a checkpoint path"),
+])
+def test_warm_start_errors(tmp_path, changes, match):
+    train(tiny(activation="relu", steps=2, val_every=0), tmp_path / "source.pt")
+    if changes["init_from"] == "SOURCE":
+        changes = {**changes, "init_from": str(tmp_path / "source.pt")}
+    with pytest.raises(ConfigError, match=match):
+        train(tiny(**{"activation": "relu", **changes}), tmp_path / "out.pt")
+
+
 def test_checkpoint_contents_and_no_temp_files(tmp_path):
     train(tiny(activation="relu"), tmp_path / "r.pt")
     ck = load_checkpoint(tmp_path / "r.pt")
