@@ -7,7 +7,10 @@ decoder. ``act`` is either
 * ``"relu"``: :class:`nelu.nn.ShiftedReLU`, ``relu(u - b)`` with a learned
   per-unit threshold ``b`` (a ReLU with a bias, the non-negative lasso code), or
 * ``"nelu"``: :class:`nelu.nn.NeLU`, the self-normalizing threshold
-  ``tau = lam ||u - z||_2`` with one learned pivotal ``lam``.
+  ``tau = lam ||u - z||_2`` with one learned pivotal ``lam``;
+* ``"wnelu"``: :class:`nelu.nn.WeightedNeLU`, one learned ``lam_i`` per unit;
+* ``"snelu"``: the signed NeLU (soft threshold, the square-root lasso without the sign
+  constraint), one learned ``lam``, on unpaired atoms.
 
 Patch DC (mean) handling, explicit: with ``remove_dc=True`` the mean of each
 input patch is subtracted before encoding and added back after decoding, so the
@@ -20,7 +23,8 @@ random orthonormal bases of the zero-mean subspace of ``R^n`` (when
 pseudo-inverse of ``V``, so with a zero threshold
 ``D relu(W y) = P (relu(Vy) - relu(-Vy)) = P V y = y`` (on the zero-mean
 subspace): the network starts as the identity and learns to threshold. Paired
-``+v / -v`` atoms let non-negative codes represent signed coefficients.
+``+v / -v`` atoms let non-negative codes represent signed coefficients. A signed
+activation (``"snelu"``) needs no pairs: ``W = V`` with ``m`` rows and ``D = pinv(V)``.
 
 :class:`PatchDenoiser` turns an auto-encoder into an image denoiser: all
 overlapping patches (stride ``stride``) are extracted, denoised in chunks and
@@ -57,7 +61,7 @@ __all__ = [
     "MAX_CODE",
 ]
 
-ACTIVATIONS = ("relu", "nelu", "wnelu")
+ACTIVATIONS = ("relu", "nelu", "wnelu", "snelu")
 CHECKPOINT_FORMAT = "nelu-checkpoint"
 CHECKPOINT_VERSION = 1
 #: Largest patch side and code size a model may have: a patch of 32 x 32 and a code of 65536 already
@@ -85,7 +89,10 @@ def make_activation(name: str, m: int, *, lam: float | None = None, threshold: f
     * ``"nelu"``: :class:`~nelu.nn.NeLU` (exact solver, non-negative codes), one
       learned ``lam``, initial ``lam`` or :func:`default_nelu_lam`;
     * ``"wnelu"``: :class:`~nelu.nn.WeightedNeLU`, one learned ``lam_i`` per unit, all
-      starting at that value.
+      starting at that value;
+    * ``"snelu"``: :class:`~nelu.nn.NeLU` with signed codes (``nonneg=False``, a soft
+      threshold). Its initial ``lam`` must exceed ``1/sqrt(m)``: below it a dense code is
+      ``z = u`` with a zero ``lam``-gradient, and ``lam`` never moves (the default does).
 
     >>> act = make_activation("nelu", 256)
     >>> type(act).__name__, round(act.learned()["lam"], 4), act.nonneg
@@ -97,6 +104,8 @@ def make_activation(name: str, m: int, *, lam: float | None = None, threshold: f
         return NeLU(lam=default_nelu_lam(m) if lam is None else lam, learnable=True, nonneg=True)
     if name == "wnelu":
         return WeightedNeLU(m, lam=default_nelu_lam(m) if lam is None else lam, nonneg=True)
+    if name == "snelu":
+        return NeLU(lam=default_nelu_lam(m) if lam is None else lam, learnable=True, nonneg=False)
     raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
 
 
@@ -212,7 +221,11 @@ class SparseAE(nn.Module):
         self.encoder = nn.Linear(n, m, bias=False)
         self.decoder = nn.Linear(m, n, bias=False)
         self.activation = make_activation(activation, m) if isinstance(activation, str) else activation
-        W, D = _paired_init(n, m, remove_dc, generator)
+        if getattr(self.activation, "nonneg", True):
+            W, D = _paired_init(n, m, remove_dc, generator)
+        else:  # signed codes: m unpaired atoms, the first halves of a paired init of 2m
+            W, D = _paired_init(n, 2 * m, remove_dc, generator)
+            W, D = W[:m].contiguous(), D[:, :m].contiguous()
         with torch.no_grad():
             self.encoder.weight.copy_(W)
             self.decoder.weight.copy_(D)

@@ -41,6 +41,19 @@ def test_dc_is_added_back(act):
     torch.testing.assert_close(ae(y + 3.0), ae(y) + 3.0, atol=1e-4, rtol=1e-4)
 
 
+def test_signed_ae_has_unpaired_atoms_and_starts_near_the_identity():
+    ae = SparseAE(16, 32, "snelu", generator=torch.Generator().manual_seed(1))
+    W = ae.encoder.weight.detach()
+    assert not ae.activation.nonneg and ae.activation.learned()["lam"] == pytest.approx(universal_lam(32), rel=1e-6)
+    assert (W[:16] + W[16:]).abs().max() > 0.1  # no +v / -v pairs
+    torch.testing.assert_close(W.sum(1), torch.zeros(32), atol=1e-5, rtol=0)
+    y = torch.randn(50, 16)
+    yc = y - y.mean(-1, keepdim=True)
+    torch.testing.assert_close(ae.decoder(ae.encoder(yc)), yc, atol=1e-5, rtol=1e-5)  # D W = I on zero-mean patches
+    z = ae.code(y)
+    assert (z < 0).any() and (z > 0).any()  # signed codes
+
+
 def test_make_activation():
     assert isinstance(make_activation("relu", 8), ShiftedReLU)
     nel = make_activation("nelu", 256)
