@@ -783,10 +783,13 @@ class UniversalResults:
         meta: run metadata (command, commit, settings, baseline and recommended recipes, timings).
         models: per model name, its description: ``role`` (``lever``, ``recommended``,
             ``same-recipe``, ``fixed``), the TrainConfig (``train_config``), the learned
-            weights (``learned``), training time, history; ``code_stats`` for the recommended one.
+            weights (``learned``), training time, history; ``code_stats`` for the recommended one;
+            the warm-started oracles (role ``oracle-warm``).
         summary: ``{(model, sigma): row}``, the scalar numbers of each summary row as written
             (``n_images``, ``noisy_psnr_mean``, ``psnr_mean``, ``psnr_std``). The oracles are the
-            models ``oracle_sigma<s>`` (all images) and ``oracle_sigma<s>_levers`` (the lever images).
+            models ``oracle_sigma<s>`` and ``oracle_warm_sigma<s>`` (all images), with ``_levers``
+            (the lever images) and ``_levers@stride1`` (the stride-1 check); the recommended
+            model at stride 1 is ``<name>@stride1``. Read them with :meth:`oracle`.
         folder: the results folder (checkpoint paths are relative to it).
     """
 
@@ -807,12 +810,31 @@ class UniversalResults:
         """A summary number of ``model`` at ``sigma`` exactly as the run wrote it."""
         return float(self.summary[(model, float(sigma))][key])
 
-    def oracle(self, sigma: float, *, subset: str = "all") -> float:
-        """Mean PSNR of the sigma-matched ReLU oracle on all test images, or (``subset="levers"``)
-        on the images the levers were evaluated on."""
-        name = f"oracle_sigma{fmt_sigma(sigma)}" + ("_levers" if subset == "levers" else "")
+    def oracle(self, sigma: float, *, subset: str = "all", kind: str = "best", stride: int | None = None) -> float:
+        """Mean PSNR of the sigma-matched ReLU oracle at ``sigma``.
+
+        Args:
+            subset: ``"all"`` test images, or ``"levers"``: the images the levers were
+                evaluated on.
+            kind: ``"scratch"`` (the oracle of ``reproduce bsd68``), ``"warm"`` (the same
+                recipe started from another oracle's weights, role ``oracle-warm``) or
+                ``"best"``: the better of the two, the ceiling every gap is measured to.
+            stride: the stride-1 check (``stride=1``: on the lever images and levels only).
+        """
+        if kind == "best":
+            scratch = self.oracle(sigma, subset=subset, kind="scratch", stride=stride)
+            try:
+                return max(scratch, self.oracle(sigma, subset=subset, kind="warm", stride=stride))
+            except KeyError:  # no warm start at this level (the level it starts from)
+                return scratch
+        if kind not in ("scratch", "warm"):
+            raise ValueError(f"kind must be 'best', 'scratch' or 'warm', got {kind!r}")
+        base = f"oracle{'_warm' if kind == 'warm' else ''}_sigma{fmt_sigma(sigma)}"
+        if stride is not None:
+            return self.reported(f"{base}_levers@stride{stride}", sigma)
+        name = base + ("_levers" if subset == "levers" else "")
         if subset == "levers" and (name, float(sigma)) not in self.summary:
-            name = f"oracle_sigma{fmt_sigma(sigma)}"  # the lever images are all the images
+            name = base  # the lever images are all the images
         return self.reported(name, sigma)
 
     def checkpoint(self, model: str) -> Path:

@@ -53,6 +53,7 @@ def test_universal_study_tiny(tmp_path, tiny_profiles, monkeypatch, capsys):
     from nelu.cli import main
     from nelu.experiments import universal
     from nelu.models import load_denoiser
+    from nelu.results import load_universal
 
     monkeypatch.setitem(universal.PROFILES, "quick", {
         "train": dict(patch=4, m=8, steps=3, batch_size=8, lr=2e-3, nelu_lam=0.05, pool_size=100, train_images=1,
@@ -64,7 +65,12 @@ def test_universal_study_tiny(tmp_path, tiny_profiles, monkeypatch, capsys):
     assert main(["reproduce", "bsd68", *quick]) == 0
     assert main(["reproduce", "universal", *quick]) == 0
     res = json.loads((tmp_path / "universal.json").read_text())
-    assert {m["role"] for m in res["models"].values()} == {"lever", "recommended", "same-recipe", "fixed"}
+    assert {m["role"] for m in res["models"].values()} == {"lever", "recommended", "same-recipe", "fixed", "oracle-warm"}
+    warm = res["models"]["oracle_warm_sigma5"]["train_config"]
+    assert warm["init_from"].endswith("relu_sigma25.pt") and warm["sigma"] == 5.0 and warm["activation"] == "relu"
+    assert "oracle_warm_sigma25" not in res["models"]  # the level the warm starts come from
+    assert res["models"]["lever_signed"]["train_config"]["activation"] == "snelu"
+    assert res["models"]["lever_steps_x3"]["steps"] == 3 * res["models"]["lever_baseline"]["steps"]
     rec = res["models"]["universal_nelu"]
     assert rec["train_config"]["activation"] == "wnelu" and rec["train_config"]["gate"]
     assert {"lam_median", "gate_a", "gate_b"} <= set(rec["learned"])
@@ -75,7 +81,13 @@ def test_universal_study_tiny(tmp_path, tiny_profiles, monkeypatch, capsys):
     for r in res["summary"]:
         by_model.setdefault(r["model"], []).append(r["test_sigma"])
     assert by_model["universal_nelu"] == list(TEST_SIGMAS) and by_model["lever_gate"] == list(universal.LEVER_SIGMAS)
-    assert by_model["oracle_sigma5"] == [5.0]
+    assert by_model["oracle_sigma5"] == [5.0] and by_model["oracle_warm_sigma5"] == [5.0]
+    assert by_model["universal_nelu@stride1"] == list(universal.LEVER_SIGMAS)
+    assert by_model["oracle_warm_sigma5_levers@stride1"] == [5.0] and by_model["oracle_sigma25_levers@stride1"] == [25.0]
+    uni = load_universal(tmp_path)
+    for s in TEST_SIGMAS:  # the ceiling is the better of the two oracles
+        assert uni.oracle(s) == max(uni.oracle(s, kind="scratch"), uni.oracle(s, kind="warm") if s != 25 else -1)
+    assert uni.oracle(5.0, stride=1) >= uni.oracle(5.0, stride=1, kind="scratch")
     den = load_denoiser(tmp_path / "checkpoints" / "universal_nelu.pt")  # the committed-checkpoint contract
     assert den.ae.gate and den.ae.activation.pivotal
     assert main(["reproduce", "universal", *quick]) == 0  # reuses every checkpoint, same numbers
