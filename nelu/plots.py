@@ -299,7 +299,7 @@ def universal_vs_sigma(ax, uni: UniversalResults, *, gap: bool = False, bsd68: B
     """The one-model study (:class:`~nelu.results.UniversalResults`) against the test ``sigma``.
 
     Draws the recommended blind NeLU, ReLU trained with the same recipe and the sigma-matched
-    oracle (mean PSNR on all the test images), or with ``gap`` their distance to the oracle.
+    oracle (the ceiling of :meth:`~nelu.results.UniversalResults.oracle`; mean PSNR on all the test images), or with ``gap`` their distance to the oracle.
 
     Args:
         gap: plot ``model - oracle`` (dB; the oracle is the line at 0).

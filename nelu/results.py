@@ -39,6 +39,7 @@ import csv
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -836,6 +837,17 @@ class UniversalResults:
         if subset == "levers" and (name, float(sigma)) not in self.summary:
             name = base  # the lever images are all the images
         return self.reported(name, sigma)
+
+    def mean_on(self, model: str, sigma: float, images: Sequence[str] | None = None) -> float:
+        """Mean PSNR of ``model`` at ``sigma`` over some test ``images`` (names; default: the lever
+        images), from the per-image rows of ``universal.csv``: e.g. a model evaluated on every
+        image, on the images of the stride-1 check."""
+        wanted = set(self.meta["lever_images"] if images is None else images)
+        values = [r["psnr"] for r in read_rows(self.folder / "universal.csv").rows
+                  if r["model"] == model and float(r["test_sigma"]) == float(sigma) and r["image"] in wanted]
+        if len(values) != len(wanted):
+            raise KeyError(f"{model} at sigma {sigma:g} was evaluated on {len(values)} of the {len(wanted)} images")
+        return float(np.mean(values))
 
     def checkpoint(self, model: str) -> Path:
         """Path of ``model``'s checkpoint (loads with :func:`nelu.models.load_denoiser`)."""

@@ -233,7 +233,7 @@ __all__ += ["universal_table"]
 def universal_table(uni: UniversalResults, *, bsd68: BSD68Results | None = None, also: Sequence[str] = (),
                     baselines: BaselinesResults | None = None, caption: str | None = None) -> Table:
     """The one-model study at every test ``sigma`` (rows): mean PSNR (dB) of the noisy input, the
-    sigma-matched oracle, the recommended blind NeLU and its gap to the oracle, ReLU trained with
+    sigma-matched oracle (the ceiling of :meth:`~nelu.results.UniversalResults.oracle`), the recommended blind NeLU and its gap to the oracle, ReLU trained with
     the same recipe and NeLU's margin over it; then the BSD68 models named in ``also`` (from
     ``bsd68``) and BM3D told the true sigma (from ``baselines``, where it was run: ``-`` elsewhere).
 
