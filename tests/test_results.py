@@ -333,3 +333,20 @@ def test_chapters_read_results_only_through_nelu_results(path):
     found = [f"cell {i}: {what}" for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
              for what, pattern in FORBIDDEN.items() if pattern.search(cell.source)]
     assert not found, f"{path.name} reads results by hand ({'; '.join(found)}); use nelu.results"
+
+
+@committed
+def test_universal_ceiling_and_per_image_means():
+    uni = rs.load_universal(RESULTS)
+    for s in uni.meta["test_sigmas"]:
+        scratch = uni.oracle(s, kind="scratch")
+        assert uni.oracle(s) >= scratch
+        if s != uni.meta["warm_source"]:
+            assert uni.oracle(s) == max(scratch, uni.oracle(s, kind="warm"))
+    for s in uni.meta["lever_sigmas"]:  # the all-image rows, restricted to the lever images, give the lever summary
+        assert uni.mean_on(f"oracle_sigma{s:g}", s) == pytest.approx(uni.oracle(s, subset="levers", kind="scratch"),
+                                                                      abs=1e-9)
+    with pytest.raises(KeyError, match="evaluated on 0 of the 20 images"):
+        uni.mean_on("universal_nelu", 7.0)
+    with pytest.raises(ValueError, match="kind must be"):
+        uni.oracle(5.0, kind="median")
