@@ -390,15 +390,23 @@ class _ExactNeLU(torch.autograd.Function):
     def backward(ctx, grad_z: Tensor, grad_tau_out: Tensor):  # type: ignore[override]
         u_s, z, lam, tau_s, c, s = ctx.saved_tensors
         sign_z = torch.sign(z)  # sign of the active entries, 0 elsewhere
-        active = sign_z if ctx.nonneg else sign_z.abs()
-        # Sensitivity of the loss to tau, through z (dz_A/dtau = -sign) and through tau itself.
-        grad_tau = grad_tau_out - torch.linalg.vecdot(grad_z, sign_z).unsqueeze(-1)
+        # Sensitivity of the loss to tau, through z (dz_A/dtau = -sign) and through tau itself:
+        # (grad_z * sign_z).sum(-1) is what vecdot computes, and its buffer serves again below.
+        product = grad_z * sign_z
+        grad_tau = grad_tau_out - product.sum(-1, keepdim=True)
         positive = tau_s > 0
         lam_rows = lam.expand_as(tau_s)
         scale = torch.where(positive, grad_tau * lam_rows * lam_rows / torch.where(positive, c * tau_s, 1.0), 0.0)
-        # grad_u = grad_z on the active set, scale * u / s (through tau) off it.
-        through_tau = u_s * scale
-        grad_u = (grad_z - through_tau).mul_(active).add_(through_tau)
+        active = sign_z if ctx.nonneg else sign_z.abs_()
+        # grad_u = grad_z on the active set, scale * u / s (through tau) off it: t + (grad_z - t) * active
+        # with t = u / s * scale, in the product's buffer when the layouts agree (the product
+        # with 0/1 is exact, so addcmul_ adds the same numbers as a multiplication then an addition).
+        if product.is_contiguous() and u_s.is_contiguous() and grad_z.is_contiguous():
+            through_tau = torch.mul(u_s, scale, out=product)
+            grad_u = through_tau.addcmul_(grad_z - through_tau, active)
+        else:
+            through_tau = u_s * scale
+            grad_u = (grad_z - through_tau).mul_(active).add_(through_tau)
         grad_lam = None
         if ctx.needs_input_grad[1]:
             # d tau / d lam = s tau_s / (lam c); s last, so that no intermediate overflows first.
