@@ -673,13 +673,15 @@ def _weighted_active_by_steps(a: Tensor, lam: Tensor, sq: Tensor) -> Tensor:
     eps = torch.finfo(a.dtype).eps
     lam2 = lam * lam
     r = sq.sum(-1, keepdim=True).sqrt_()
-    active = (a > lam * r).to(a.dtype)
+    # Three buffers like a serve every step (fresh tensors cost page faults at large batches).
+    scratch, mask, active = torch.empty_like(a), torch.empty_like(a, dtype=torch.bool), torch.empty_like(a)
+    active.copy_(torch.gt(a, torch.mul(lam, r, out=scratch), out=mask))
     k = active.sum(-1, keepdim=True)
     moving = torch.ones_like(k, dtype=torch.bool)
     for _ in range(ACTIVE_SET_STEPS):
-        energy = torch.addcmul(sq, sq, active, value=-1).sum(-1, keepdim=True)
-        r = energy.div_((1 - (active * lam2).sum(-1, keepdim=True)).clamp_min_(eps)).sqrt_()
-        active = (a > lam * r).to(a.dtype)
+        energy = torch.addcmul(sq, sq, active, value=-1, out=scratch).sum(-1, keepdim=True)
+        r = energy.div_((1 - torch.mul(active, lam2, out=scratch).sum(-1, keepdim=True)).clamp_min_(eps)).sqrt_()
+        active.copy_(torch.gt(a, torch.mul(lam, r, out=scratch), out=mask))
         k_new = active.sum(-1, keepdim=True)
         moving = k_new != k
         k = k_new
@@ -687,6 +689,53 @@ def _weighted_active_by_steps(a: Tensor, lam: Tensor, sq: Tensor) -> Tensor:
             return active
     rows = moving.squeeze(-1).nonzero(as_tuple=True)
     active[rows] = _weighted_active_by_sort(a[rows], lam[rows], sq[rows])
+    return active
+
+
+def _weighted_sort_agrees(a: Tensor, lam: Tensor, sq: Tensor, active: Tensor) -> Tensor:
+    """Rows (``(..., 1)`` bool) where :func:`_weighted_active_by_sort` certainly returns ``active``.
+
+    With ``t = a / lam`` (the sort's ratios, bit for bit), ``L`` the sum of ``lam_i**2``
+    over ``active``, ``d = 1 - L`` and ``S`` the energy of the other entries, the sort
+    keeps position ``j`` of the decreasing ``t`` iff ``t_j**2 (1 - L_j) > S_j``. In exact
+    arithmetic that margin at an active position is at least ``t_j**2 d - S`` and grows
+    with ``t_j`` (by ``d`` per unit of ``t_j**2``), and at the first inactive position it
+    is ``t**2 d - S``. So the sort's answer is ``active`` when the smallest active ``t**2``
+    exceeds ``S / d``, and the largest inactive one falls below it, each by more than
+    the rounding of both computations, ``K (2 t**2 + E)`` with ``K = 4 (m + 8) eps``
+    (``E = sum(sq)`` is at least 1: the row is rescaled), and ``d > 4 K``. Rows with a
+    NaN, an infinite ratio or a smaller ``E`` are not certified.
+    """
+    eps = torch.finfo(a.dtype).eps
+    bound = 4 * (a.shape[-1] + 8) * eps
+    on = active > 0
+    t = a / lam
+    inf, zero = a.new_tensor(math.inf), a.new_zeros(())
+    buffer = torch.where(on, t, inf)
+    low = buffer.amin(-1, keepdim=True).clamp_min_(0).square_()  # smallest active t^2 (0 if t <= 0; inf: none)
+    high = torch.where(on, -inf, t, out=buffer).amax(-1, keepdim=True)  # largest inactive t (-inf: none)
+    high_sq = high.clamp_min(0).square_()
+    S = torch.where(on, zero, sq, out=buffer).sum(-1, keepdim=True)
+    d = 1 - torch.where(on, lam * lam, zero, out=buffer).sum(-1, keepdim=True)
+    energy = sq.sum(-1, keepdim=True)
+    ok = (energy >= 1) & (d > 4 * bound)
+    ok &= (low * d - S > bound * (2 * low + energy)) | ~on.any(-1, keepdim=True)
+    ok &= (high <= 0) | (S - high_sq * d > bound * (2 * high_sq + energy))
+    return ok
+
+
+def _weighted_active_certified(a: Tensor, lam: Tensor, sq: Tensor) -> Tensor:
+    """:func:`_weighted_active_by_sort`'s active set, bit for bit, mostly without sorting.
+
+    The certified steps (:func:`_weighted_active_by_steps`) propose a set; the rows
+    that :func:`_weighted_sort_agrees` cannot certify (near-ties with the threshold, or
+    a residual at the rounding level) are sorted.
+    """
+    active = _weighted_active_by_steps(a, lam, sq)
+    doubtful = ~_weighted_sort_agrees(a, lam, sq, active).squeeze(-1)
+    if bool(doubtful.any()):
+        rows = doubtful.nonzero(as_tuple=True)
+        active[rows] = _weighted_active_by_sort(a[rows], lam[rows], sq[rows])
     return active
 
 
@@ -698,9 +747,9 @@ def _weighted(u: Tensor, lam: Tensor, nonneg: bool) -> tuple[Tensor, Tensor]:
     training = torch.is_grad_enabled() and (u.requires_grad or lam.requires_grad)
     with torch.no_grad():
         sq = us * us
-        # Training keeps the sort (its trajectories, and so the committed checkpoints, bit for bit);
-        # without gradients the certified steps find the same set 3-4x faster.
-        active = (_weighted_active_by_sort if training else _weighted_active_by_steps)(a, lam, sq)
+        # Training gets the sort's set bit for bit (its trajectories, and so the committed
+        # checkpoints); without gradients the certified steps find the same set, to rounding.
+        active = (_weighted_active_certified if training else _weighted_active_by_steps)(a, lam, sq)
     S = ((1 - active) * us * us).sum(-1, keepdim=True)
     c = (1 - (active * lam * lam).sum(-1, keepdim=True)).clamp_min(torch.finfo(u.dtype).eps)
     r = _safe_sqrt(S / c)

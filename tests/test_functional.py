@@ -525,3 +525,43 @@ def test_universal_lam():
     assert F.universal_lam(256) == pytest.approx(math.sqrt(2 * math.log(256) / 256))
     with pytest.raises(ValueError, match="m >= 2"):
         F.universal_lam(1)
+
+
+def _weighted_sets(u: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The scaled codes' ratios, weights and squares, as :func:`nelu.functional._weighted` forms them."""
+    _, s_inv = F._row_scale(u)
+    us = u * s_inv
+    return us, lam.expand_as(us), us * us
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_weighted_training_set_is_the_sorts(dtype):
+    """Training (with gradients) gets the sort's active set bit for bit, mostly without sorting."""
+    gen = torch.Generator().manual_seed(21)
+    u = torch.randn(600, 64, dtype=D, generator=gen)
+    u[:100] = torch.round(u[:100] * 2) / 2  # ties, zeros
+    u[100:200] -= 1.5  # sparse
+    u[200:210] = 0.0
+    u[210:220] *= 1e-30
+    u = u.to(dtype)
+    lam = (0.15 * (0.5 + torch.rand(64, dtype=D, generator=gen))).to(dtype)
+    us, lam_rows, sq = _weighted_sets(u, lam)
+    by_sort = F._weighted_active_by_sort(us, lam_rows, sq)
+    proposed = F._weighted_active_by_steps(us, lam_rows, sq)
+    certified = F._weighted_sort_agrees(us, lam_rows, sq, proposed).squeeze(-1)
+    assert certified.float().mean() > 0.8  # the sort is the exception
+    assert torch.equal(proposed[certified], by_sort[certified])
+    assert torch.equal(F._weighted_active_certified(us, lam_rows, sq), by_sort)
+
+
+def test_weighted_certificate_refuses_a_tie_with_the_threshold():
+    # Active {2}: L = 0.25; x = 0.5 r with r**2 = ((-0.3)**2 + x**2) / 0.75 sits on the threshold.
+    lam = torch.full((3,), 0.5, dtype=D)
+    on_threshold = 0.5 * math.sqrt(0.09 / 0.5)
+    u = torch.tensor([[2.0, -0.3, on_threshold], [2.0, -0.3, 0.1]], dtype=D)
+    us, lam_rows, sq = _weighted_sets(u, lam)
+    active = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]], dtype=D)
+    assert F._weighted_sort_agrees(us, lam_rows, sq, active).squeeze(-1).tolist() == [False, True]
+    # A set that is not the solution is never certified.
+    assert not F._weighted_sort_agrees(us, lam_rows, sq, torch.ones_like(us)).any()
+    assert not F._weighted_sort_agrees(us, lam_rows, sq, torch.zeros_like(us)).any()
