@@ -838,13 +838,17 @@ class UniversalResults:
             name = base  # the lever images are all the images
         return self.reported(name, sigma)
 
+    @cached_property
+    def rows(self) -> Rows:
+        """The per-image rows of ``universal.csv`` beside the JSON (read once)."""
+        return read_rows(self.folder / "universal.csv")
+
     def mean_on(self, model: str, sigma: float, images: Sequence[str] | None = None) -> float:
         """Mean PSNR of ``model`` at ``sigma`` over some test ``images`` (names; default: the lever
         images), from the per-image rows of ``universal.csv``: e.g. a model evaluated on every
         image, on the images of the stride-1 check."""
         wanted = set(self.meta["lever_images"] if images is None else images)
-        values = [r["psnr"] for r in read_rows(self.folder / "universal.csv").rows
-                  if r["model"] == model and float(r["test_sigma"]) == float(sigma) and r["image"] in wanted]
+        values = [r["psnr"] for r in self.rows.rows if r["model"] == model and float(r["test_sigma"]) == float(sigma) and r["image"] in wanted]
         if len(values) != len(wanted):
             raise KeyError(f"{model} at sigma {sigma:g} was evaluated on {len(values)} of the {len(wanted)} images")
         return float(np.mean(values))

@@ -224,21 +224,22 @@ def run(ctx: Context) -> dict:
             models[spec["name"]]["code_stats"] = code_stats(den.ae, cached_dataset("BSD68", prof["lever_images"]),
                                                             TEST_SIGMAS, seed=seed)
             timings["code_stats_s"] = time.perf_counter() - t
-            recommended = spec["name"]
+            recommended = (spec["name"], den)
     for s, den in oracles.items():  # the sigma-matched ceiling on the same noisy images
         evaluate(f"oracle_sigma{fmt_sigma(s)}", den, "oracle", [s], prof["images"])
         if s in LEVER_SIGMAS and prof["lever_images"] != prof["images"]:
             evaluate(f"oracle_sigma{fmt_sigma(s)}_levers", den, "oracle-levers", [s], prof["lever_images"])
     # The stride-1 check: every overlapping patch, for the recommended model and the oracles.
+    def every_patch(den) -> PatchDenoiser:
+        return PatchDenoiser(den.ae, den.patch, DENSE_STRIDE).eval()
+
     suffix = f"@stride{DENSE_STRIDE}"
-    evaluate(recommended + suffix, load_denoiser(paths[[sp["name"] for sp in specs].index(recommended)],
-                                                 stride=DENSE_STRIDE),
-             "recommended" + suffix, LEVER_SIGMAS, prof["lever_images"])
+    name, den = recommended
+    evaluate(name + suffix, every_patch(den), "recommended" + suffix, LEVER_SIGMAS, prof["lever_images"])
     for s, dens in dense.items():
         for kind, den in dens.items():
-            name = f"{kind}_sigma{fmt_sigma(s)}_levers{suffix}"
-            den = PatchDenoiser(den.ae, den.patch, DENSE_STRIDE).eval()
-            evaluate(name, den, f"{kind.replace('_', '-')}-levers{suffix}", [s], prof["lever_images"])
+            evaluate(f"{kind}_sigma{fmt_sigma(s)}_levers{suffix}", every_patch(den),
+                     f"{kind.replace('_', '-')}-levers{suffix}", [s], prof["lever_images"])
     timings["total_s"] = time.perf_counter() - t_all
     meta = ctx.meta(profile=profile, seed=seed, threads=threads, eval_noise_seed=seed, sigma_range=list(SIGMA_RANGE),
                     test_sigmas=list(TEST_SIGMAS), lever_sigmas=list(LEVER_SIGMAS), train_settings=prof["train"],
