@@ -267,6 +267,9 @@ def train(
         The checkpoint dict (config, history, ``complete``, timings...).
     """
     cfg = config.validate()
+    if cfg.init_from is not None and Path(cfg.init_from).resolve() == Path(out).resolve():
+        raise ConfigError(f"init_from and the output are the same file ({out}): the run would overwrite the "
+                          "weights it starts from; write to another path")
     with open_run(out, cfg, load_checkpoint, resume) as ckpt:
         if ckpt is not None and ckpt.get("complete"):
             return ckpt

@@ -73,13 +73,15 @@ def test_warm_start_begins_from_the_given_weights(tmp_path):
     (dict(init_from="SOURCE", m=8), "another architecture: m 16"),
     (dict(init_from="SOURCE", activation="nelu"), "another architecture: activation 'relu'"),
     (dict(init_from=3), "init_from must be a checkpoint path"),
+    (dict(init_from="OUT"), "the run would overwrite the weights it starts from"),
 ])
 def test_warm_start_errors(tmp_path, changes, match):
     train(tiny(activation="relu", steps=2, val_every=0), tmp_path / "source.pt")
-    if changes["init_from"] == "SOURCE":
-        changes = {**changes, "init_from": str(tmp_path / "source.pt")}
+    if changes["init_from"] in ("SOURCE", "OUT"):
+        changes = {**changes, "init_from": str(tmp_path / ("source.pt" if changes["init_from"] == "SOURCE" else "out.pt"))}
     with pytest.raises(ConfigError, match=match):
         train(tiny(**{"activation": "relu", **changes}), tmp_path / "out.pt")
+    assert not (tmp_path / "out.pt").exists()
 
 
 def test_checkpoint_contents_and_no_temp_files(tmp_path):
