@@ -124,6 +124,11 @@ def universal_lam(m: int) -> float:
 
 def _check_lam(lam: Tensor | float, u: Tensor) -> Tensor:
     """Validate ``lam`` and return it as a tensor of ``u``'s dtype and device."""
+    if isinstance(lam, Tensor) and lam.dim() == 0 and lam.dtype == u.dtype and lam.device == u.device:
+        value = lam.item()  # the usual learned scalar: one read, no conversion, nothing to broadcast
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"lam must be positive and finite, got {value!r}")
+        return lam
     row_shape = u.shape[:-1] + (1,)
     if isinstance(lam, Tensor):
         lam_t = lam.to(dtype=u.dtype, device=u.device)
@@ -240,8 +245,12 @@ def _magnitudes(u: Tensor, nonneg: bool) -> Tensor:
 
 
 def _above(a: Tensor, tau: Tensor, out: Tensor | None = None) -> Tensor:
-    """Indicator ``a > tau`` as 0.0/1.0 in ``a``'s dtype (cheaper than a bool mask here), in ``out`` if given."""
-    return torch.sub(a, tau, out=out).relu_().sign_() if out is not None else (a - tau).relu_().sign_()
+    """Indicator ``a > tau`` as 0.0/1.0 in ``a``'s dtype, in ``out`` if given.
+
+    A comparison written into a float tensor is one vectorized pass (into a bool tensor, or
+    as ``sign(relu(a - tau))``, it costs two to five times as much at 256 x 256).
+    """
+    return torch.gt(a, tau, out=out) if out is not None else torch.gt(a, tau).to(a.dtype)
 
 
 def _tau_on_active_set(a: Tensor, active: Tensor, lam: Tensor, k: Tensor | None = None,
@@ -317,7 +326,7 @@ def _exact_threshold(a: Tensor, lam: Tensor, norm: Tensor | None = None) -> tupl
     compact = buffered and a.dim() == 2 and a.numel() >= _COMPACT_MIN_ENTRIES
     work: Tensor | None = None  # indices of the rows still iterating (None: all of them)
     a_w, lam_w, lam2_w, one_w, buffer = a, lam, lam2, one, scratch
-    moving = torch.ones_like(k, dtype=torch.bool)
+    k_old: Tensor | None = None  # k of the step before (None: no step made yet)
     for _ in range(ACTIVE_SET_STEPS):
         low_energy = torch.linalg.vector_norm(torch.minimum(a_w, tau, out=buffer), dim=-1, keepdim=True).square_()
         energy = low_energy.addcmul_(k, tau * tau, value=-1).clamp_min_(0)  # S = sum min(a, tau)^2 - k tau^2
@@ -331,14 +340,14 @@ def _exact_threshold(a: Tensor, lam: Tensor, norm: Tensor | None = None) -> tupl
         k_new = active_w.sum(-1, keepdim=True)
         if torch.equal(k_new, k):
             return _tau_on_active_set(a, active, lam, k_new if work is None else None, scratch)
-        moving = k_new != k
-        k = k_new
-        if compact and 2 * int(moving.sum()) <= moving.numel():
+        k_old, k = k, k_new
+        if compact and 2 * int((moving := k != k_old).sum()) <= moving.numel():
             # Rows whose active set did not change are certified: iterate on the others only.
             keep = moving.squeeze(-1).nonzero().squeeze(-1)
             work = keep if work is None else work[keep]
             a_w, lam_w, lam2_w, one_w, tau, k = a_w[keep], lam_w[keep], lam2_w[keep], one_w[keep], tau[keep], k[keep]
-            moving, buffer = moving[keep], scratch[: keep.numel()]
+            k_old, buffer = k_old[keep], scratch[: keep.numel()]
+    moving = torch.ones_like(k, dtype=torch.bool) if k_old is None else k != k_old
     rows = moving.squeeze(-1).nonzero(as_tuple=True)
     if work is not None:
         rows = (work[rows[0]],)
@@ -377,10 +386,8 @@ class _ExactNeLU(torch.autograd.Function):
             u_s = u * inv_s
             tau_s, c = _exact_threshold(_magnitudes(u_s, nonneg), lam_rows)
             tau = tau_s * s
+        # A NaN entry makes tau, and so its whole row of z, NaN (clamp and relu propagate NaN).
         z = (u - tau).clamp_min_(0) if nonneg else soft_threshold(u, tau)
-        nan_rows = torch.isnan(tau)
-        if bool(nan_rows.any()):
-            z = torch.where(nan_rows, tau, z)  # a NaN entry makes its whole row NaN
         ctx.save_for_backward(u_s, z, lam, tau_s, c, s)
         ctx.nonneg = nonneg
         return z, tau
@@ -394,9 +401,15 @@ class _ExactNeLU(torch.autograd.Function):
         # (grad_z * sign_z).sum(-1) is what vecdot computes, and its buffer serves again below.
         product = grad_z * sign_z
         grad_tau = grad_tau_out - product.sum(-1, keepdim=True)
-        positive = tau_s > 0
         lam_rows = lam.expand_as(tau_s)
-        scale = torch.where(positive, grad_tau * lam_rows * lam_rows / torch.where(positive, c * tau_s, 1.0), 0.0)
+        positive = tau_s > 0
+        # Where tau = 0 the derivatives of tau are 0; when no row has tau = 0 (the usual case,
+        # one test) the guards are skipped: where(True, x, .) is x, bit for bit.
+        guarded = not bool(positive.all())
+        if guarded:
+            scale = torch.where(positive, grad_tau * lam_rows * lam_rows / torch.where(positive, c * tau_s, 1.0), 0.0)
+        else:
+            scale = grad_tau * lam_rows * lam_rows / (c * tau_s)
         active = sign_z if ctx.nonneg else sign_z.abs_()
         # grad_u = grad_z on the active set, scale * u / s (through tau) off it: t + (grad_z - t) * active
         # with t = u / s * scale, in the product's buffer when the layouts agree (the product
@@ -410,7 +423,10 @@ class _ExactNeLU(torch.autograd.Function):
         grad_lam = None
         if ctx.needs_input_grad[1]:
             # d tau / d lam = s tau_s / (lam c); s last, so that no intermediate overflows first.
-            dtau_s_dlam = torch.where(positive, tau_s / (lam_rows * torch.where(positive, c, 1.0)), 0.0)
+            if guarded:
+                dtau_s_dlam = torch.where(positive, tau_s / (lam_rows * torch.where(positive, c, 1.0)), 0.0)
+            else:
+                dtau_s_dlam = tau_s / (lam_rows * c)
             grad_lam = grad_tau * dtau_s_dlam
             if s is not None:
                 grad_lam = grad_lam * s
@@ -673,15 +689,16 @@ def _weighted_active_by_steps(a: Tensor, lam: Tensor, sq: Tensor) -> Tensor:
     eps = torch.finfo(a.dtype).eps
     lam2 = lam * lam
     r = sq.sum(-1, keepdim=True).sqrt_()
-    # Three buffers like a serve every step (fresh tensors cost page faults at large batches).
-    scratch, mask, active = torch.empty_like(a), torch.empty_like(a, dtype=torch.bool), torch.empty_like(a)
-    active.copy_(torch.gt(a, torch.mul(lam, r, out=scratch), out=mask))
+    # Two buffers like a serve every step (fresh tensors cost page faults at large batches); a
+    # comparison written into a float tensor is one pass (into a bool one and copied, two).
+    scratch, active = torch.empty_like(a), torch.empty_like(a)
+    torch.gt(a, torch.mul(lam, r, out=scratch), out=active)
     k = active.sum(-1, keepdim=True)
     moving = torch.ones_like(k, dtype=torch.bool)
     for _ in range(ACTIVE_SET_STEPS):
         energy = torch.addcmul(sq, sq, active, value=-1, out=scratch).sum(-1, keepdim=True)
         r = energy.div_((1 - torch.mul(active, lam2, out=scratch).sum(-1, keepdim=True)).clamp_min_(eps)).sqrt_()
-        active.copy_(torch.gt(a, torch.mul(lam, r, out=scratch), out=mask))
+        torch.gt(a, torch.mul(lam, r, out=scratch), out=active)
         k_new = active.sum(-1, keepdim=True)
         moving = k_new != k
         k = k_new
