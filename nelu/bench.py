@@ -20,7 +20,7 @@ asserts nothing) and, with ``--json PATH``, writes the same numbers to JSON.
   :func:`nelu.train.train` for the same :class:`~nelu.train.TrainConfig` with
   ``relu`` and ``nelu`` (``--train-steps`` steps, batch 256, one thread), and
   the BSD68 evaluation of one image by the two committed models (stride 4, one
-  thread).
+  thread), in ``--rounds`` interleaved rounds (ratios: the median of the rounds').
 * The activation and step rows again on CUDA when a GPU is present.
 
 The trained and end-to-end rows are skipped, with a note, when the images or
@@ -199,35 +199,50 @@ def _trained_rows(models: dict[str, nn.Module], noisy: torch.Tensor, clean: torc
             "train_step_ms": _step_times(models, noisy, clean, repeats)}
 
 
-def _end_to_end(results: Path, steps: int) -> dict:
-    """Training-loop seconds of the same TrainConfig with ReLU and NeLU, and one BSD68 evaluation."""
+def _end_to_end(results: Path, steps: int, rounds: int = 3) -> dict:
+    """Training-loop seconds of the same TrainConfig with ReLU and NeLU, and one BSD68 evaluation.
+
+    Both are measured in ``rounds`` interleaved rounds (ReLU, NeLU, ReLU, NeLU, ...), so that a
+    slow spell of a shared machine falls on both; the ratios are the medians of the rounds'
+    ratios, and every round's seconds are kept (``*_rounds_s``).
+    """
     from . import data as nd
     from .evaluation import noisy_image
     from .models import load_denoiser
     from .train import TrainConfig, train
 
+    names = (("ReLU", "relu"), ("NeLU exact", "nelu"))
     base = dict(sigma=25.0, patch=8, m=256, steps=steps, batch_size=256, lr=5e-3, nelu_lam=0.05, pool_size=20_000,
                 train_images=50, val_images=0, threads=1, checkpoint_every=steps, progress=False)
-    train_s = {}
+    train_rounds: dict[str, list[float]] = {name: [] for name, _ in names}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, act in (("ReLU", "relu"), ("NeLU exact", "nelu")):
-            ckpt = train(TrainConfig(activation=act, **base), Path(tmp) / f"{act}.pt")
-            train_s[name] = ckpt["elapsed_s"]
+        for r in range(rounds):
+            for name, act in names:
+                ckpt = train(TrainConfig(activation=act, **base), Path(tmp) / f"{act}{r}.pt")
+                train_rounds[name].append(ckpt["elapsed_s"])
     image = nd.cached_dataset("BSD68", 1)[0]
     noisy = noisy_image(image, 0, TRAINED_SIGMA, 0)
-    eval_s = {}
+    eval_rounds: dict[str, list[float]] = {name: [] for name, _ in names}
     with torch.no_grad():
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            for name, file in TRAINED.items():
-                denoiser = load_denoiser(results / "checkpoints" / file, stride=4)
-                eval_s[name] = median_ms(lambda d=denoiser: d(noisy), 5, warmup=1) / 1e3
+            denoisers = {name: load_denoiser(results / "checkpoints" / TRAINED[name], stride=4) for name, _ in names}
+            for _ in range(rounds):
+                for name, denoiser in denoisers.items():
+                    eval_rounds[name].append(median_ms(lambda d=denoiser: d(noisy), 5, warmup=1) / 1e3)
         finally:
             torch.set_num_threads(threads)
-    return {"train_config": base, "train_loop_s": train_s, "train_ratio": train_s["NeLU exact"] / train_s["ReLU"],
-            "eval_image_shape": list(image.shape), "eval_stride": 4, "eval_s": eval_s,
-            "eval_ratio": eval_s["NeLU exact"] / eval_s["ReLU"]}
+
+    def summary(rounds_s: dict[str, list[float]]) -> tuple[dict, float]:
+        ratio = statistics.median(n / r for n, r in zip(rounds_s["NeLU exact"], rounds_s["ReLU"]))
+        return {name: statistics.median(t) for name, t in rounds_s.items()}, ratio
+
+    train_s, train_ratio = summary(train_rounds)
+    eval_s, eval_ratio = summary(eval_rounds)
+    return {"train_config": base, "rounds": rounds, "train_loop_s": train_s, "train_rounds_s": train_rounds,
+            "train_ratio": train_ratio, "eval_image_shape": list(image.shape), "eval_stride": 4, "eval_s": eval_s,
+            "eval_rounds_s": eval_rounds, "eval_ratio": eval_ratio}
 
 
 def _cuda_rows(batch: int, m: int, lam: float, repeats: int) -> dict:
@@ -254,25 +269,26 @@ def _dense_batch(batch: int, n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run(batch: int = 4096, m: int = 256, repeats: int = 20, cvxpy_rows: int = 16, seed: int = 0,
-        train_steps: int = 300, results: str | Path | None = None, threads: int = 1) -> dict:
+        train_steps: int = 300, results: str | Path | None = None, threads: int = 1, rounds: int = 3) -> dict:
     """Measure everything; returns a dict of results (times in ms unless the key says ``_s``).
 
     ``results`` is the folder of the committed checkpoints (default: the repository's
     ``results/``); the trained and end-to-end rows are ``None`` (with a ``notes`` entry)
-    when it or the images are missing. ``train_steps=0`` skips the end-to-end rows.
+    when it or the images are missing. ``train_steps=0`` skips the end-to-end rows;
+    ``rounds``: their interleaved ReLU/NeLU rounds.
     ``threads``: torch CPU threads of the activation and step rows (the end-to-end rows
     use one, as training does).
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _run(batch, m, repeats, cvxpy_rows, seed, train_steps, results)
+        return _run(batch, m, repeats, cvxpy_rows, seed, train_steps, results, rounds)
     finally:
         torch.set_num_threads(previous)
 
 
 def _run(batch: int, m: int, repeats: int, cvxpy_rows: int, seed: int, train_steps: int,
-         results: str | Path | None) -> dict:
+         results: str | Path | None, rounds: int) -> dict:
     from .data import DataError
     from .results import results_dir
 
@@ -289,7 +305,7 @@ def _run(batch: int, m: int, repeats: int, cvxpy_rows: int, seed: int, train_ste
         models, noisy, clean = _trained_setup(folder, batch)
         trained = _trained_rows(models, noisy, clean, repeats)
         if train_steps:
-            end_to_end = _end_to_end(folder, train_steps)
+            end_to_end = _end_to_end(folder, train_steps, rounds)
     except (DataError, OSError, ValueError) as exc:
         notes.append(f"trained and end-to-end rows skipped ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
     step = dense["with_optimizer"]
@@ -351,7 +367,8 @@ def to_markdown(res: dict) -> str:
     e2e = res.get("end_to_end")
     if e2e:
         cfg = e2e["train_config"]
-        lines += ["", "| end to end, one thread | ReLU (s) | NeLU exact (s) | NeLU / ReLU |", "|---|---:|---:|---:|",
+        lines += ["", (f"| end to end, one thread, median of {e2e.get('rounds', 1)} interleaved rounds | ReLU (s) "
+                       "| NeLU exact (s) | NeLU / ReLU |"), "|---|---:|---:|---:|",
                   f"| training loop, {cfg['steps']} steps, batch {cfg['batch_size']}, m = {cfg['m']} "
                   f"| {e2e['train_loop_s']['ReLU']:.2f} | {e2e['train_loop_s']['NeLU exact']:.2f} "
                   f"| {e2e['train_ratio']:.2f}x |",
@@ -379,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cvxpy-rows", type=int, default=16)
     parser.add_argument("--train-steps", type=int, default=300,
                         help="steps of the end-to-end training rows (0: skip them)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved ReLU/NeLU rounds of the end-to-end rows (ratio: their median)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as in training)")
     parser.add_argument("--results", help="folder of the committed checkpoints (default: the repository's results/)")
     parser.add_argument("--json", help="also write the results to this JSON file")
@@ -386,10 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.batch, args.m, args.repeats, args.cvxpy_rows) < 1 or args.cvxpy_rows > args.batch:
         parser.error("--batch, --m, --repeats and --cvxpy-rows must be positive, with --cvxpy-rows <= --batch")
-    if args.train_steps < 0 or args.threads < 1:
-        parser.error("--train-steps must be 0 or positive and --threads positive")
+    if args.train_steps < 0 or args.threads < 1 or args.rounds < 1:
+        parser.error("--train-steps must be 0 or positive, --threads and --rounds positive")
     res = run(args.batch, args.m, args.repeats, args.cvxpy_rows, train_steps=args.train_steps, results=args.results,
-              threads=args.threads)
+              threads=args.threads, rounds=args.rounds)
     print(to_markdown(res))
     if args.json:
         from .files import write_json

@@ -729,7 +729,9 @@ class BenchResults:
         speedup_exact_vs_cvxpy_compiled: against cvxpy compiled once and re-solved (the fair figure).
         trained: the rows on the codes of the committed sigma = 25 models (``activations``,
             ``train_step_ms`` with ``with_optimizer`` / ``without_optimizer``), or None.
-        end_to_end: ``train_loop_s``, ``train_ratio``, ``eval_s``, ``eval_ratio`` and the config, or None.
+        end_to_end: ``train_loop_s``, ``train_ratio``, ``eval_s``, ``eval_ratio`` (medians over
+            ``rounds`` interleaved rounds, each round in ``train_rounds_s`` / ``eval_rounds_s``; files
+            written before 2026-12-01 have one round and no ``rounds``) and the config, or None.
         cuda: the GPU rows, or None when no GPU was present.
         notes: what was skipped and why.
     """

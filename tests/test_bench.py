@@ -15,7 +15,7 @@ def test_bench_runs_and_reports_errors(tmp_path, capsys):
     out = tmp_path / "bench.json"
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- bench:start -->\nold\n<!-- bench:end -->\nrest\n")
-    args = ["--batch", "64", "--m", "16", "--repeats", "1", "--cvxpy-rows", "4", "--train-steps", "3",
+    args = ["--batch", "64", "--m", "16", "--repeats", "1", "--cvxpy-rows", "4", "--train-steps", "3", "--rounds", "2",
             "--json", str(out), "--readme", str(readme)]
     assert bench.main(args) == 0
     res = json.loads(out.read_text())
@@ -27,7 +27,13 @@ def test_bench_runs_and_reports_errors(tmp_path, capsys):
     b = load_bench(out)  # the reader understands every new field
     assert set(b.train_step_no_optimizer_ms) == {"ReLU", "NeLU exact"}
     assert {r["method"] for r in b.trained["activations"]} == {"ReLU", "NeLU exact"}
-    assert b.end_to_end["train_config"]["steps"] == 3 and b.end_to_end["train_ratio"] > 0
+    e2e = b.end_to_end
+    assert e2e["train_config"]["steps"] == 3 and e2e["rounds"] == 2
+    for kind in ("train", "eval"):  # the ratio is the median of the rounds' ratios, and every round is kept
+        rounds = e2e[f"{kind}_rounds_s"]
+        assert all(len(t) == 2 for t in rounds.values())
+        ratios = sorted(n / r for n, r in zip(rounds["NeLU exact"], rounds["ReLU"]))
+        assert e2e[f"{kind}_ratio"] == pytest.approx(sum(ratios) / 2)
     assert (b.cuda is None) == (not torch.cuda.is_available())
     text = readme.read_text()
     assert "old" not in text and "| NeLU exact |" in text and text.startswith("intro") and text.endswith("rest\n")
