@@ -15,7 +15,7 @@ asserts nothing) and, with ``--json PATH``, writes the same numbers to JSON.
   a ``64 -> 256 -> 64`` auto-encoder with ReLU (learned bias) and exact NeLU:
   on dense random data, and (``trained`` rows) with the committed
   ``relu_sigma25`` / ``nelu_sigma25`` models on noisy Train400 patches, whose
-  codes are sparse as in real training.
+  codes are sparse as in real training. The two models' steps are timed in turn.
 * **End to end** (needs the images): the training loop of
   :func:`nelu.train.train` for the same :class:`~nelu.train.TrainConfig` with
   ``relu`` and ``nelu`` (``--train-steps`` steps, batch 256, one thread), and
@@ -66,6 +66,26 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3, sync: Cal
     return 1e3 * statistics.median(times)
 
 
+def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3,
+                   sync: Callable[[], None] | None = None) -> dict[str, float]:
+    """Median milliseconds of each ``fns[name]()``, timed in turn (a, b, a, b, ...), so that a slow
+    spell of the machine falls on all of them instead of on one."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if sync:
+                sync()
+            start = time.perf_counter()
+            fn()
+            if sync:
+                sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
 def _forward_backward(act: Callable[[torch.Tensor], torch.Tensor], u: torch.Tensor) -> Callable[[], None]:
     leaf = u.clone().requires_grad_()
     grad = torch.randn_like(u)
@@ -95,14 +115,13 @@ def _random_model(activation: nn.Module, n: int = 64, m: int = 256) -> nn.Module
 
 
 def _step_times(models: dict[str, nn.Module], y: torch.Tensor, x: torch.Tensor, repeats: int, sync=None) -> dict:
-    """``{"with_optimizer": {name: ms}, "without_optimizer": {name: ms}}``; models are copied, not trained."""
+    """``{"with_optimizer": {name: ms}, "without_optimizer": {name: ms}}``, the models timed in turn; they
+    are copied, not trained."""
     import copy
 
-    out: dict[str, dict[str, float]] = {"with_optimizer": {}, "without_optimizer": {}}
-    for key, optimizer in (("with_optimizer", True), ("without_optimizer", False)):
-        for name, model in models.items():
-            out[key][name] = median_ms(_step(copy.deepcopy(model), y, x, optimizer), repeats, sync=sync)
-    return out
+    return {key: interleaved_ms({name: _step(copy.deepcopy(model), y, x, optimizer) for name, model in models.items()},
+                                repeats, sync=sync)
+            for key, optimizer in (("with_optimizer", True), ("without_optimizer", False))}
 
 
 def _cvxpy_compiled(u: torch.Tensor, lam: float) -> tuple[float, torch.Tensor]:
@@ -199,7 +218,7 @@ def _trained_rows(models: dict[str, nn.Module], noisy: torch.Tensor, clean: torc
             "train_step_ms": _step_times(models, noisy, clean, repeats)}
 
 
-def _end_to_end(results: Path, steps: int, rounds: int = 3) -> dict:
+def _end_to_end(results: Path, steps: int, rounds: int = 5) -> dict:
     """Training-loop seconds of the same TrainConfig with ReLU and NeLU, and one BSD68 evaluation.
 
     Both are measured in ``rounds`` interleaved rounds (ReLU, NeLU, ReLU, NeLU, ...), so that a
@@ -269,7 +288,7 @@ def _dense_batch(batch: int, n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run(batch: int = 4096, m: int = 256, repeats: int = 20, cvxpy_rows: int = 16, seed: int = 0,
-        train_steps: int = 300, results: str | Path | None = None, threads: int = 1, rounds: int = 3) -> dict:
+        train_steps: int = 300, results: str | Path | None = None, threads: int = 1, rounds: int = 5) -> dict:
     """Measure everything; returns a dict of results (times in ms unless the key says ``_s``).
 
     ``results`` is the folder of the committed checkpoints (default: the repository's
@@ -396,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cvxpy-rows", type=int, default=16)
     parser.add_argument("--train-steps", type=int, default=300,
                         help="steps of the end-to-end training rows (0: skip them)")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=5,
                         help="interleaved ReLU/NeLU rounds of the end-to-end rows (ratio: their median)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as in training)")
     parser.add_argument("--results", help="folder of the committed checkpoints (default: the repository's results/)")
