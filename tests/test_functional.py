@@ -165,6 +165,22 @@ def test_nan_propagates_to_its_row_only(method, nonneg):
         assert torch.isnan(z[0]).all() and torch.isfinite(z[1:]).all(), (lam, z)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("nonneg", [True, False])
+def test_nan_row_in_a_large_batch(dtype, nonneg):
+    """The exact solver relies on clamp/relu propagating NaN (no guard of its own): check it on the
+    vectorized kernels of a batch of training size, with and without row compaction."""
+    gen = torch.Generator().manual_seed(0)
+    for rows in (256, 1024):  # 1024 x 256 entries iterate on the moving rows only
+        u = torch.randn(rows, 256, generator=gen, dtype=dtype)
+        clean = F.nelu(u, 0.1, nonneg=nonneg)
+        u[7, 100] = float("nan")
+        z = F.nelu(u, 0.1, nonneg=nonneg)
+        assert torch.isnan(z[7]).all()
+        others = torch.arange(rows) != 7
+        assert torch.equal(z[others], clean[others])
+
+
 @pytest.mark.parametrize("lam", [0.0, -1.0, float("nan"), float("inf"), "a", torch.tensor([0.1, -0.1])])
 def test_bad_lam_raises_naming_the_argument(lam):
     with pytest.raises(ValueError, match="lam"):
