@@ -50,26 +50,10 @@ TRAINED = {"ReLU": "relu_sigma25.pt", "NeLU exact": "nelu_sigma25.pt"}
 TRAINED_SIGMA = 25.0
 
 
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3, sync: Callable[[], None] | None = None) -> float:
-    """Median wall-clock time of ``fn()`` in milliseconds (``sync`` waits for a GPU)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if sync:
-            sync()
-        start = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
 def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3,
                    sync: Callable[[], None] | None = None) -> dict[str, float]:
     """Median milliseconds of each ``fns[name]()``, timed in turn (a, b, a, b, ...), so that a slow
-    spell of the machine falls on all of them instead of on one."""
+    spell of the machine falls on all of them instead of on one (``sync`` waits for a GPU)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -84,6 +68,11 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: i
                 sync()
             times[name].append(time.perf_counter() - start)
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3, sync: Callable[[], None] | None = None) -> float:
+    """Median wall-clock time of ``fn()`` in milliseconds (``sync`` waits for a GPU)."""
+    return interleaved_ms({"": fn}, repeats, warmup, sync)[""]
 
 
 def _forward_backward(act: Callable[[torch.Tensor], torch.Tensor], u: torch.Tensor) -> Callable[[], None]:
