@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from . import training
+from .evaluation import parallel_map
 from .models import SparseAE, make_activation
 from .training import torch_settings
 
@@ -88,37 +89,42 @@ def test_mse(model: SparseAE, D0: torch.Tensor, sigmas, cfg: SyntheticConfig) ->
     return {float(s): float(torch.mean((model(x + s * unit) - x) ** 2)) for s in sigmas}
 
 
-def run_synthetic(cfg: SyntheticConfig, log=print) -> dict:
-    """Train ReLU and NeLU at ``train_sigma`` plus a ReLU oracle per test sigma; return the tables."""
-    t0 = time.perf_counter()
+def _fit_and_test(job: tuple[str, float, tuple[float, ...], SyntheticConfig]) -> dict:
+    """Train one model (``activation`` at ``sigma``) and test it at ``test_sigmas``; picklable results."""
+    activation, sigma, test_sigmas, cfg = job
+    t = time.perf_counter()
     with torch_settings(cfg.threads):
         D0 = dictionary(cfg)
-        rows, models = [], {}
-        timings = {}
-        for act in ("relu", "nelu"):
-            t = time.perf_counter()
-            models[act] = fit(act, cfg.train_sigma, D0, cfg)
-            timings[f"{act}_train_s"] = time.perf_counter() - t
-            log(f"synthetic: trained {act} at sigma={cfg.train_sigma} in {timings[f'{act}_train_s']:.1f}s")
-        mse = {act: test_mse(models[act], D0, cfg.sigmas, cfg) for act in models}
-        oracle = {}
-        t = time.perf_counter()
-        for s in cfg.sigmas:
-            model = models["relu"] if s == cfg.train_sigma else fit("relu", s, D0, cfg)
-            oracle[float(s)] = test_mse(model, D0, [s], cfg)[float(s)]
-        timings["oracles_train_s"] = time.perf_counter() - t
-        for s in cfg.sigmas:
-            s = float(s)
-            rows.append({
-                "sigma": s,
-                "noisy_mse": s * s,
-                "relu_mse": mse["relu"][s],
-                "nelu_mse": mse["nelu"][s],
-                "oracle_relu_mse": oracle[s],
-            })
-        learned = {
-            "nelu_lam": float(models["nelu"].activation.lam.detach()),
-            "relu_threshold_mean": float(models["relu"].activation.threshold.detach().mean()),
-        }
+        model = fit(activation, sigma, D0, cfg)
+        mse = test_mse(model, D0, test_sigmas, cfg)
+        act = model.activation
+        learned = float(act.lam.detach()) if activation == "nelu" else float(act.threshold.detach().mean())
+    return {"mse": mse, "learned": learned, "seconds": time.perf_counter() - t}
+
+
+def run_synthetic(cfg: SyntheticConfig, log=print, workers: int = 1) -> dict:
+    """Train ReLU and NeLU at ``train_sigma`` plus a ReLU oracle per test sigma; return the tables.
+
+    The fits are independent runs on ``cfg.threads`` threads each; ``workers > 1`` spreads
+    them over that many processes (:func:`nelu.evaluation.parallel_map`), with every number
+    bitwise what one process computes. Timings: the seconds of each fit and its test, in its process
+    (``oracles_train_s``: their sum for the oracles) and the wall time ``total_s``.
+    """
+    t0 = time.perf_counter()
+    sigmas = tuple(float(s) for s in cfg.sigmas)
+    oracle_sigmas = [s for s in sigmas if s != cfg.train_sigma]  # the ReLU at train_sigma is that oracle
+    jobs = [("relu", cfg.train_sigma, sigmas, cfg), ("nelu", cfg.train_sigma, sigmas, cfg)]
+    jobs += [("relu", s, (s,), cfg) for s in oracle_sigmas]
+    results = parallel_map(_fit_and_test, jobs, workers)
+    main, oracles = dict(zip(("relu", "nelu"), results[:2])), dict(zip(oracle_sigmas, results[2:]))
+    timings = {f"{act}_train_s": main[act]["seconds"] for act in main}
+    for act in main:
+        log(f"synthetic: trained {act} at sigma={cfg.train_sigma} in {timings[f'{act}_train_s']:.1f}s")
+    timings["oracles_train_s"] = sum(r["seconds"] for r in oracles.values())
+    oracle = {s: oracles[s]["mse"][s] if s in oracles else main["relu"]["mse"][s] for s in sigmas}
+    rows = [{"sigma": s, "noisy_mse": s * s, "relu_mse": main["relu"]["mse"][s], "nelu_mse": main["nelu"]["mse"][s],
+             "oracle_relu_mse": oracle[s]} for s in sigmas]
+    learned = {"nelu_lam": main["nelu"]["learned"], "relu_threshold_mean": main["relu"]["learned"]}
+    timings["workers"] = workers
     timings["total_s"] = time.perf_counter() - t0
     return {"config": asdict(cfg), "rows": rows, "learned": learned, "timings": timings}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nelu.synthetic import SyntheticConfig, dictionary, fit, sample
+from nelu.synthetic import SyntheticConfig, dictionary, fit, run_synthetic, sample
 from nelu.synthetic import test_mse as mse_on_test_signals
 
 
@@ -25,3 +25,12 @@ def test_fit_is_deterministic_and_denoises():
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
     mse = mse_on_test_signals(a, D0, [0.1], cfg)[0.1]
     assert mse < 0.1**2  # better than the noisy input
+
+
+def test_run_synthetic_gives_the_same_numbers_on_two_workers():
+    cfg = SyntheticConfig(n=8, m=16, k=2, steps=30, batch_size=32, test_size=100, sigmas=(0.05, 0.1, 0.2))
+    one, two = run_synthetic(cfg, log=lambda msg: None), run_synthetic(cfg, log=lambda msg: None, workers=2)
+    assert one["rows"] == two["rows"] and one["learned"] == two["learned"]
+    assert [r["sigma"] for r in one["rows"]] == [0.05, 0.1, 0.2]
+    assert one["rows"][1]["oracle_relu_mse"] == one["rows"][1]["relu_mse"]  # the ReLU at train_sigma is the oracle
+    assert two["timings"]["workers"] == 2

@@ -19,7 +19,7 @@ PROFILES: dict[str, dict] = {
 def run(ctx: Context) -> dict:
     profile, out, seed, threads, log = ctx.profile, ctx.out, ctx.seed, ctx.threads, ctx.log
     cfg = SyntheticConfig(seed=seed, threads=threads, **PROFILES[profile])
-    res = run_synthetic(cfg, log=log)
+    res = run_synthetic(cfg, log=log, workers=ctx.workers_for(len(cfg.sigmas) + 1))
     meta = ctx.meta(profile=profile, seed=seed, threads=threads, timings=res["timings"])
     ctx.write_json("synthetic.json", {"meta": meta, **res})
     ctx.write_csv("synthetic.csv", res["rows"])
