@@ -81,7 +81,7 @@ _threads = _number(int, "--threads", 1, MAX_THREADS)
 
 #: ``train`` options that are :class:`~nelu.train.TrainConfig` fields of the same name.
 _TRAIN_FIELDS = ("activation", "sigma", "epochs", "steps", "patch", "m", "batch_size", "lr", "weight_decay", "seed",
-                 "device", "threads", "pool_size", "train_images", "val_images", "val_every", "nelu_lam")
+                 "device", "threads", "pool_size", "train_images", "val_images", "val_every", "nelu_lam", "backend")
 
 
 def _cmd_train(args, argv) -> int:
@@ -211,12 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     once.add_argument("--overwrite", action="store_true", help="replace the checkpoint --out if it exists")
     t.add_argument("--device", default=d.device)
     t.add_argument("--threads", type=_threads, default=d.threads, help="torch CPU threads")
+    t.add_argument("--backend", choices=("torch", "numba"), default=d.backend, help="exact NeLU: torch or numba (CPU)")
     t.add_argument("--pool-size", type=int, default=d.pool_size, help="clean patches kept in memory")
     t.add_argument("--train-images", type=int, default=d.train_images, help="use the first N Train400 images")
     t.add_argument("--val-images", type=int, default=d.val_images, help="first N Set12 images for validation (0: none)")
     t.add_argument("--val-every", type=int, default=d.val_every, help="steps between validations (0: at the end)")
-    t.add_argument("--nelu-lam", type=_finite_float, default=d.nelu_lam,
-                   help="initial NeLU lam (default universal_lam(m))")
+    t.add_argument("--nelu-lam", type=_finite_float, default=d.nelu_lam, help="initial NeLU lam (default: universal)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
 

@@ -76,6 +76,10 @@ from torch import Tensor
 
 Method = Literal["exact", "unrolled", "fixed_point"]
 METHODS: tuple[str, ...] = ("exact", "unrolled", "fixed_point")
+Backend = Literal["torch", "numba"]
+#: Implementations of the exact method: PyTorch operations (any device; the committed results)
+#: or one compiled pass per row (:mod:`nelu.kernels`, CPU, needs numba; equal to rounding).
+BACKENDS: tuple[str, ...] = ("torch", "numba")
 
 #: Active-set refinements tried before the exact solver falls back to a sort.
 ACTIVE_SET_STEPS = 6
@@ -374,7 +378,10 @@ class _ExactNeLU(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, u: Tensor, lam: Tensor, nonneg: bool):  # type: ignore[override]
+    def forward(ctx, u: Tensor, lam: Tensor, nonneg: bool, backend: str = "torch"):  # type: ignore[override]
+        ctx.backend = backend
+        if backend == "numba":
+            return _numba_forward(ctx, u, lam, nonneg)
         lam_rows = lam.expand(u.shape[:-1] + (1,))
         norm = torch.linalg.vector_norm(u, dim=-1, keepdim=True)  # = ||u||, the solver's first bound
         if _unscaled_is_safe(u, norm):
@@ -395,6 +402,8 @@ class _ExactNeLU(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_z: Tensor, grad_tau_out: Tensor):  # type: ignore[override]
+        if ctx.backend == "numba":
+            return _numba_backward(ctx, grad_z, grad_tau_out)
         u_s, z, lam, tau_s, c, s = ctx.saved_tensors
         sign_z = torch.sign(z)  # sign of the active entries, 0 elsewhere
         # Sensitivity of the loss to tau, through z (dz_A/dtau = -sign) and through tau itself:
@@ -431,14 +440,62 @@ class _ExactNeLU(torch.autograd.Function):
             if s is not None:
                 grad_lam = grad_lam * s
             grad_lam = grad_lam.sum_to_size(lam.shape)
-        return grad_u, grad_lam, None
+        return grad_u, grad_lam, None, None
 
 
-def _exact(u: Tensor, lam: Tensor, nonneg: bool) -> tuple[Tensor, Tensor]:
-    return _ExactNeLU.apply(u, lam, nonneg)
+def _numba_forward(ctx, u: Tensor, lam: Tensor, nonneg: bool) -> tuple[Tensor, Tensor]:
+    """:class:`_ExactNeLU`'s forward by :func:`nelu.kernels.exact_forward` (rows flattened)."""
+    from . import kernels
+
+    rows = u.shape[:-1] + (1,)
+    u2 = u.detach().reshape(-1, u.shape[-1])
+    lam_rows = lam.detach().expand(rows).reshape(-1)
+    s = None
+    if u.dtype == torch.float64:  # float32 rows need no rescaling in the kernel's float64 sums
+        if not _unscaled_is_safe(u2, torch.linalg.vector_norm(u2, dim=-1, keepdim=True)):
+            s, inv_s = _row_scale(u2)
+            u2 = u2 * inv_s
+    z_s, tau_s, c = kernels.exact_forward(u2, lam_rows, nonneg)
+    z, tau = (z_s, tau_s) if s is None else (z_s * s, tau_s * s.squeeze(-1))
+    ctx.save_for_backward(u2, z_s, lam, tau_s, c, s)
+    ctx.nonneg, ctx.shape = nonneg, u.shape
+    return z.reshape(u.shape), tau.reshape(rows)
 
 
-def sqrt_lasso_threshold(u: Tensor, lam: Tensor | float, *, nonneg: bool = True) -> Tensor:
+def _numba_backward(ctx, grad_z: Tensor, grad_tau_out: Tensor) -> tuple[Tensor, Tensor | None, None, None]:
+    from . import kernels
+
+    u_s, z_s, lam, tau_s, c, s = ctx.saved_tensors
+    m = ctx.shape[-1]
+    lam_rows = lam.expand(ctx.shape[:-1] + (1,)).reshape(-1)
+    grad_u, grad_lam_rows = kernels.exact_backward(u_s, z_s, grad_z.reshape(-1, m), grad_tau_out.reshape(-1),
+                                                   tau_s, c, lam_rows)
+    grad_lam = None
+    if ctx.needs_input_grad[1]:
+        if s is not None:  # d tau / d lam = s tau_s / (lam c)
+            grad_lam_rows = grad_lam_rows * s.squeeze(-1)
+        grad_lam = grad_lam_rows.reshape(ctx.shape[:-1] + (1,)).sum_to_size(lam.shape)
+    return grad_u.reshape(ctx.shape), grad_lam, None, None
+
+
+def _check_backend(backend: str, u: Tensor) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "numba":
+        from . import kernels
+
+        if not kernels.available():
+            raise ValueError("backend='numba' needs numba: pip install numba (or use backend='torch')")
+        if u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"backend='numba' runs on CPU in float32 or float64, got {u.dtype} on {u.device}; "
+                             "use backend='torch'")
+
+
+def _exact(u: Tensor, lam: Tensor, nonneg: bool, backend: str = "torch") -> tuple[Tensor, Tensor]:
+    return _ExactNeLU.apply(u, lam, nonneg, backend)
+
+
+def sqrt_lasso_threshold(u: Tensor, lam: Tensor | float, *, nonneg: bool = True, backend: Backend = "torch") -> Tensor:
     """Exact threshold ``tau`` of ``min_z ||u - z||_2 + lam ||z||_1`` (``z >= 0`` if ``nonneg``).
 
     ``tau`` is the unique root of ``tau = lam * ||u - z(tau)||_2``; it is found
@@ -460,7 +517,8 @@ def sqrt_lasso_threshold(u: Tensor, lam: Tensor | float, *, nonneg: bool = True)
     """
     _check_u(u)
     lam_t = _check_lam(lam, u)
-    return _exact(u, lam_t, nonneg)[1]
+    _check_backend(backend, u)
+    return _exact(u, lam_t, nonneg, backend)[1]
 
 
 def _threshold(u: Tensor, tau: Tensor, nonneg: bool) -> Tensor:
@@ -569,6 +627,7 @@ def nelu(
     method: Method = "exact",
     iters: int | None = None,
     step: Tensor | float | None = None,
+    backend: Backend = "torch",
 ) -> Tensor:
     """Self-Normalizing ReLU: the square-root-lasso code of ``u``.
 
@@ -586,6 +645,9 @@ def nelu(
         iters: number of iterations of the iterative methods.
         step: step ``mu`` of ``"unrolled"``, a scalar or a tensor broadcastable
             to ``u.shape[:-1] + (1,)``; default ``||u||_2 / sqrt(iters)`` per row.
+        backend: implementation of ``"exact"``: ``"torch"`` (PyTorch operations, any
+            device; the committed results) or ``"numba"`` (:mod:`nelu.kernels`: one
+            compiled pass per row, CPU only, equal to rounding and several times faster).
 
     Returns:
         ``z`` with the shape of ``u``. Gradients with respect to ``u`` and
@@ -604,7 +666,10 @@ def nelu(
     if method == "exact":
         if iters is not None or step is not None:
             raise ValueError("iters and step apply to the iterative methods, not method='exact'")
-        return _exact(u, lam_t, nonneg)[0]
+        _check_backend(backend, u)
+        return _exact(u, lam_t, nonneg, backend)[0]
+    if backend != "torch":
+        raise ValueError(f"backend applies to method='exact' only, got backend={backend!r} with method={method!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     n = (100 if method == "unrolled" else 50) if iters is None else iters

@@ -82,7 +82,8 @@ def default_nelu_lam(m: int) -> float:
     return F.universal_lam(m)
 
 
-def make_activation(name: str, m: int, *, lam: float | None = None, threshold: float = 0.0) -> nn.Module:
+def make_activation(name: str, m: int, *, lam: float | None = None, threshold: float = 0.0,
+                    backend: F.Backend = "torch") -> nn.Module:
     """The activation ``name`` (``"relu"`` or ``"nelu"``) for a code of length ``m``.
 
     * ``"relu"``: :class:`~nelu.nn.ShiftedReLU` with per-unit thresholds, initial ``threshold``;
@@ -94,6 +95,9 @@ def make_activation(name: str, m: int, *, lam: float | None = None, threshold: f
       threshold). Its initial ``lam`` must exceed ``1/sqrt(m)``: below it a dense code is
       ``z = u`` with a zero ``lam``-gradient, and ``lam`` never moves (the default does).
 
+    ``backend`` is the implementation of the exact NeLU (``"nelu"``, ``"snelu"``; see
+    :func:`nelu.functional.nelu`).
+
     >>> act = make_activation("nelu", 256)
     >>> type(act).__name__, round(act.learned()["lam"], 4), act.nonneg
     ('ParametrizedNeLU', 0.2081, True)
@@ -101,11 +105,11 @@ def make_activation(name: str, m: int, *, lam: float | None = None, threshold: f
     if name == "relu":
         return ShiftedReLU(m, threshold=threshold)
     if name == "nelu":
-        return NeLU(lam=default_nelu_lam(m) if lam is None else lam, learnable=True, nonneg=True)
+        return NeLU(lam=default_nelu_lam(m) if lam is None else lam, learnable=True, nonneg=True, backend=backend)
     if name == "wnelu":
         return WeightedNeLU(m, lam=default_nelu_lam(m) if lam is None else lam, nonneg=True)
     if name == "snelu":
-        return NeLU(lam=default_nelu_lam(m) if lam is None else lam, learnable=True, nonneg=False)
+        return NeLU(lam=default_nelu_lam(m) if lam is None else lam, learnable=True, nonneg=False, backend=backend)
     raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
 
 
@@ -340,6 +344,8 @@ def check_model_config(config: object) -> dict:
     _int_in(config, "eval_stride", 1, patch, default=min(2, patch))
     _int_in(config, "seed", 0, 2**32 - 1, default=0)
     _positive_float(config, "nelu_lam")
+    if config.get("backend", "torch") not in F.BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(F.BACKENDS)}, got {config.get('backend')!r}")
     threshold = config.get("relu_threshold", 0.0)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not abs(threshold) < float("inf"):
         raise ValueError(f"relu_threshold must be a finite number, got {threshold!r}")
@@ -352,7 +358,7 @@ def build_model(config: dict) -> SparseAE:
     gen = torch.Generator().manual_seed(int(config.get("seed", 0)))
     m = int(config["m"])
     act = make_activation(config["activation"], m, lam=config.get("nelu_lam"),
-                          threshold=float(config.get("relu_threshold", 0.0)))
+                          threshold=float(config.get("relu_threshold", 0.0)), backend=config.get("backend", "torch"))
     return SparseAE(int(config["patch"]) ** 2, m, act, remove_dc=bool(config.get("remove_dc", True)), generator=gen,
                     gate=bool(config.get("gate", False)))
 

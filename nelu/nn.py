@@ -47,6 +47,8 @@ class NeLU(nn.Module):
         method: ``"exact"``, ``"unrolled"`` or ``"fixed_point"`` (see
             :func:`nelu.functional.nelu`).
         iters: iterations of the iterative methods.
+        backend: implementation of ``"exact"``: ``"torch"`` or ``"numba"`` (CPU; see
+            :func:`nelu.functional.nelu`). An attribute: set it on a built model to switch.
 
     Shape: input ``(..., m)``, output the same.
 
@@ -63,10 +65,13 @@ class NeLU(nn.Module):
         nonneg: bool = True,
         method: F.Method = "exact",
         iters: int | None = None,
+        backend: F.Backend = "torch",
     ) -> None:
         super().__init__()
         if method not in F.METHODS:
             raise ValueError(f"method must be one of {F.METHODS}, got {method!r}")
+        if backend not in F.BACKENDS:
+            raise ValueError(f"backend must be one of {F.BACKENDS}, got {backend!r}")
         lam_t = torch.as_tensor(lam, dtype=torch.get_default_dtype()).clone()
         if bool((lam_t <= 0).any()) or not bool(torch.isfinite(lam_t).all()):
             raise ValueError(f"lam must be positive and finite, got {lam!r}")
@@ -78,15 +83,16 @@ class NeLU(nn.Module):
         self.nonneg = nonneg
         self.method = method
         self.iters = iters
+        self.backend = backend
 
     def forward(self, u: Tensor) -> Tensor:
-        return F.nelu(u, self.lam, nonneg=self.nonneg, method=self.method, iters=self.iters)
+        return F.nelu(u, self.lam, nonneg=self.nonneg, method=self.method, iters=self.iters, backend=self.backend)
 
     pivotal = True  #: the threshold follows the noise by itself (no per-noise-level bias)
 
     def thresholds(self, u: Tensor) -> Tensor:
         """The threshold ``tau = lam ||u - z||_2`` this layer applies to each row of ``u``: shape ``(..., 1)``."""
-        return F.sqrt_lasso_threshold(u, self.lam, nonneg=self.nonneg)
+        return F.sqrt_lasso_threshold(u, self.lam, nonneg=self.nonneg, backend=self.backend)
 
     def learned(self) -> dict:
         """What training learns, for logs and results: ``{"lam": value}`` (a list if ``lam`` is a vector).
@@ -100,7 +106,8 @@ class NeLU(nn.Module):
     def extra_repr(self) -> str:
         lam = self.lam.detach()
         lam_txt = f"{lam.item():.4g}" if lam.numel() == 1 else f"tensor{tuple(lam.shape)}"
-        return f"lam={lam_txt}, nonneg={self.nonneg}, method={self.method!r}"
+        backend = f", backend={self.backend!r}" if self.backend != "torch" else ""
+        return f"lam={lam_txt}, nonneg={self.nonneg}, method={self.method!r}" + backend
 
 
 class WeightedNeLU(nn.Module):

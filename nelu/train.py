@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from . import data as nd
+from . import kernels
 from . import training
 from .evaluation import noise_seed
 from .metrics import psnr
@@ -103,6 +104,7 @@ class TrainConfig:
     sigma_sampling: str = "uniform"  # blind training: "uniform" or "log-uniform" levels in sigma_range
     loss_weight_power: float = 0.0  # blind training: each sample's MSE weighted by (sigma / 25)**-p
     init_from: str | None = None  # warm start: the weights of this checkpoint (same architecture)
+    backend: str = "torch"  # the exact NeLU's implementation: "torch" or "numba" (CPU; equal to rounding)
     checkpoint_every: int = 1000
     progress: bool | None = None  # None: a bar only when stderr is a terminal
 
@@ -159,6 +161,9 @@ class TrainConfig:
             raise ConfigError(f"gate must be true or false, got {self.gate!r}")
         if self.init_from is not None and not isinstance(self.init_from, str):
             raise ConfigError(f"init_from must be a checkpoint path (a string), got {self.init_from!r}")
+        if self.backend == "numba" and (self.device != "cpu" or not kernels.available()):
+            raise ConfigError("backend 'numba' needs device 'cpu' and numba installed (pip install numba); "
+                              "or use backend 'torch'")
         check_device(self.device)
         need, have = self.memory_bytes(), memory_limit_bytes()
         if have is not None and need > 0.75 * have:
