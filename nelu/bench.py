@@ -3,6 +3,10 @@
 Prints Markdown tables of median wall-clock times over repeats (it measures, it
 asserts nothing) and, with ``--json PATH``, writes the same numbers to JSON.
 
+Every exact-NeLU row is timed with both backends of :func:`nelu.functional.nelu`:
+``NeLU exact`` (PyTorch operations, the committed results) and ``NeLU numba``
+(:mod:`nelu.kernels`, when numba is installed).
+
 * **The activation alone**, forward and forward+backward, on a batch of
   ``--batch`` dense random codes of length ``--m``: ReLU, exact NeLU, unrolled
   NeLU (10 and 100 iterations) and two cvxpy baselines, timed on
@@ -42,12 +46,20 @@ import torch
 from torch import nn
 
 from . import functional as F
+from . import kernels
 from .nn import NeLU, ShiftedReLU
 
 #: The committed checkpoints of the trained rows (results/checkpoints).
 TRAINED = {"ReLU": "relu_sigma25.pt", "NeLU exact": "nelu_sigma25.pt"}
 #: Noise level of the trained rows' patches (0-255), the models' training level.
 TRAINED_SIGMA = 25.0
+#: The exact NeLU's backends timed (numba when installed), by row name.
+NELU_ROWS = {"NeLU exact": "torch", "NeLU numba": "numba"}
+
+
+def _backends() -> dict[str, str]:
+    """The NeLU rows to time here: both backends, or the torch one alone without numba."""
+    return {name: b for name, b in NELU_ROWS.items() if b == "torch" or kernels.available()}
 
 
 def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3,
@@ -139,7 +151,7 @@ def _activation_rows(u: torch.Tensor, lam: float, repeats: int, cvxpy_rows: int)
     batch = u.shape[0]
     methods: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
         "ReLU": torch.relu,
-        "NeLU exact": lambda x: F.nelu(x, lam),
+        **{name: (lambda x, b=b: F.nelu(x, lam, backend=b)) for name, b in _backends().items()},
         "NeLU unrolled, 10 it.": lambda x: F.nelu(x, lam, method="unrolled", iters=10),
         "NeLU unrolled, 100 it.": lambda x: F.nelu(x, lam, method="unrolled", iters=100),
     }
@@ -167,8 +179,11 @@ def _activation_rows(u: torch.Tensor, lam: float, repeats: int, cvxpy_rows: int)
                  "forward_backward_ms": None, "max_error_vs_cvxpy": 0.0})
     rows.append({"method": f"cvxpy compiled once (scaled from {cvxpy_rows} codes)", "forward_ms": compiled_ms,
                  "forward_backward_ms": None, "max_error_vs_cvxpy": error(z_compiled)})
-    exact = rows[1]["forward_ms"]
-    return rows, {"referee": referee_ms / exact, "compiled": compiled_ms / exact}
+    fwd = {r["method"]: r["forward_ms"] for r in rows}
+    speedup = {"referee": referee_ms / fwd["NeLU exact"], "compiled": compiled_ms / fwd["NeLU exact"]}
+    if "NeLU numba" in fwd:
+        speedup["compiled_numba"] = compiled_ms / fwd["NeLU numba"]
+    return rows, speedup
 
 
 def _trained_setup(results: Path, batch: int) -> tuple[dict[str, nn.Module], torch.Tensor, torch.Tensor]:
@@ -182,6 +197,11 @@ def _trained_setup(results: Path, batch: int) -> tuple[dict[str, nn.Module], tor
         model = build_model(ckpt["config"])
         model.load_state_dict(ckpt["model"])
         models[name] = model
+    if "NeLU numba" in _backends():
+        import copy
+
+        models["NeLU numba"] = copy.deepcopy(models["NeLU exact"])
+        models["NeLU numba"].activation.backend = "numba"
     gen = torch.Generator().manual_seed(0)
     clean = nd.random_patches(nd.cached_dataset("Train400", 50), batch, 8, gen)
     noisy = clean + TRAINED_SIGMA / 255.0 * torch.randn(clean.shape, generator=gen)
@@ -219,38 +239,45 @@ def _end_to_end(results: Path, steps: int, rounds: int = 5) -> dict:
     from .models import load_denoiser
     from .train import TrainConfig, train
 
-    names = (("ReLU", "relu"), ("NeLU exact", "nelu"))
+    names = (("ReLU", "relu", "torch"), *((name, "nelu", b) for name, b in _backends().items()))
     base = dict(sigma=25.0, patch=8, m=256, steps=steps, batch_size=256, lr=5e-3, nelu_lam=0.05, pool_size=20_000,
                 train_images=50, val_images=0, threads=1, checkpoint_every=steps, progress=False)
-    train_rounds: dict[str, list[float]] = {name: [] for name, _ in names}
+    train_rounds: dict[str, list[float]] = {name: [] for name, _, _ in names}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
-            for name, act in names:
-                ckpt = train(TrainConfig(activation=act, **base), Path(tmp) / f"{act}{r}.pt")
+            for name, act, backend in names:
+                ckpt = train(TrainConfig(activation=act, backend=backend, **base), Path(tmp) / f"{act}{backend}{r}.pt")
                 train_rounds[name].append(ckpt["elapsed_s"])
     image = nd.cached_dataset("BSD68", 1)[0]
     noisy = noisy_image(image, 0, TRAINED_SIGMA, 0)
-    eval_rounds: dict[str, list[float]] = {name: [] for name, _ in names}
+    eval_rounds: dict[str, list[float]] = {name: [] for name, _, _ in names}
     with torch.no_grad():
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            denoisers = {name: load_denoiser(results / "checkpoints" / TRAINED[name], stride=4) for name, _ in names}
+            denoisers = {}
+            for name, act, backend in names:
+                file = TRAINED["ReLU" if act == "relu" else "NeLU exact"]
+                denoisers[name] = load_denoiser(results / "checkpoints" / file, stride=4)
+                if act == "nelu":
+                    denoisers[name].ae.activation.backend = backend
             for _ in range(rounds):
                 for name, denoiser in denoisers.items():
                     eval_rounds[name].append(median_ms(lambda d=denoiser: d(noisy), 5, warmup=1) / 1e3)
         finally:
             torch.set_num_threads(threads)
 
-    def summary(rounds_s: dict[str, list[float]]) -> tuple[dict, float]:
-        ratio = statistics.median(n / r for n, r in zip(rounds_s["NeLU exact"], rounds_s["ReLU"]))
-        return {name: statistics.median(t) for name, t in rounds_s.items()}, ratio
+    def summary(rounds_s: dict[str, list[float]]) -> tuple[dict, dict]:
+        ratios = {name: statistics.median(n / r for n, r in zip(t, rounds_s["ReLU"]))
+                  for name, t in rounds_s.items() if name != "ReLU"}
+        return {name: statistics.median(t) for name, t in rounds_s.items()}, ratios
 
-    train_s, train_ratio = summary(train_rounds)
-    eval_s, eval_ratio = summary(eval_rounds)
+    train_s, train_ratios = summary(train_rounds)
+    eval_s, eval_ratios = summary(eval_rounds)
     return {"train_config": base, "rounds": rounds, "train_loop_s": train_s, "train_rounds_s": train_rounds,
-            "train_ratio": train_ratio, "eval_image_shape": list(image.shape), "eval_stride": 4, "eval_s": eval_s,
-            "eval_rounds_s": eval_rounds, "eval_ratio": eval_ratio}
+            "train_ratio": train_ratios["NeLU exact"], "train_ratios": train_ratios,
+            "eval_image_shape": list(image.shape), "eval_stride": 4, "eval_s": eval_s,
+            "eval_rounds_s": eval_rounds, "eval_ratio": eval_ratios["NeLU exact"], "eval_ratios": eval_ratios}
 
 
 def _cuda_rows(batch: int, m: int, lam: float, repeats: int) -> dict:
@@ -305,7 +332,8 @@ def _run(batch: int, m: int, repeats: int, cvxpy_rows: int, seed: int, train_ste
     lam = F.universal_lam(m)
     rows, speedup = _activation_rows(u, lam, repeats, cvxpy_rows)
     y, x = _dense_batch(batch)
-    dense = _step_times({"ReLU": _random_model(ShiftedReLU(256)), "NeLU exact": _random_model(NeLU(lam=lam))},
+    dense = _step_times({"ReLU": _random_model(ShiftedReLU(256)),
+                         **{name: _random_model(NeLU(lam=lam, backend=b)) for name, b in _backends().items()}},
                         y, x, repeats)
     notes, trained, end_to_end = [], None, None
     try:
@@ -326,6 +354,8 @@ def _run(batch: int, m: int, repeats: int, cvxpy_rows: int, seed: int, train_ste
         "speedup_exact_vs_cvxpy": speedup["referee"],
         "speedup_exact_vs_cvxpy_compiled": speedup["compiled"],
         "train_step_ratio_nelu_over_relu": step["NeLU exact"] / step["ReLU"],
+        "train_step_ratio_numba_over_relu": step["NeLU numba"] / step["ReLU"] if "NeLU numba" in step else None,
+        "speedup_numba_vs_cvxpy_compiled": speedup.get("compiled_numba"),
         "trained": trained,
         "end_to_end": end_to_end,
         "cuda": _cuda_rows(batch, m, lam, repeats) if torch.cuda.is_available() else None,
@@ -337,16 +367,36 @@ def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def _ratio(times: dict) -> str:
-    return f"{times['NeLU exact'] / times['ReLU']:.2f}x"
+def _nelu_names(times: dict) -> list[str]:
+    return [name for name in NELU_ROWS if name in times]
 
 
 def _step_table(title: str, steps: dict) -> list[str]:
-    lines = [f"| {title} | ReLU (ms) | NeLU exact (ms) | NeLU / ReLU |", "|---|---:|---:|---:|"]
+    names = _nelu_names(steps["with_optimizer"])
+    lines = [f"| {title} | ReLU (ms) | " + " | ".join(f"{n} (ms)" for n in names) + " | " +
+             " | ".join(f"{n.removeprefix('NeLU ')} / ReLU" for n in names) + " |",
+             "|---|---:|" + "---:|" * (2 * len(names))]
     for key, label in (("with_optimizer", "forward, backward, AdamW"), ("without_optimizer", "forward, backward")):
         t = steps[key]
-        lines.append(f"| {label} | {t['ReLU']:.2f} | {t['NeLU exact']:.2f} | {_ratio(t)} |")
+        lines.append(f"| {label} | {t['ReLU']:.2f} | " + " | ".join(f"{t[n]:.2f}" for n in names) + " | " +
+                     " | ".join(f"{t[n] / t['ReLU']:.2f}x" for n in names) + " |")
     return lines
+
+
+def _end_to_end_table(e2e: dict) -> list[str]:
+    cfg, names = e2e["train_config"], _nelu_names(e2e["train_loop_s"])
+    ratios = {"train": e2e.get("train_ratios", {"NeLU exact": e2e["train_ratio"]}),
+              "eval": e2e.get("eval_ratios", {"NeLU exact": e2e["eval_ratio"]})}
+    head = (f"| end to end, one thread, median of {e2e.get('rounds', 1)} interleaved rounds | ReLU (s) | " +
+            " | ".join(f"{n} (s)" for n in names) + " | " +
+            " | ".join(f"{n.removeprefix('NeLU ')} / ReLU" for n in names) + " |")
+    rows = [(f"training loop, {cfg['steps']} steps, batch {cfg['batch_size']}, m = {cfg['m']}", "train",
+             e2e["train_loop_s"], ".2f"),
+            (f"denoising one {e2e['eval_image_shape'][0]}x{e2e['eval_image_shape'][1]} BSD68 image, "
+             f"stride {e2e['eval_stride']}", "eval", e2e["eval_s"], ".3f")]
+    return [head, "|---|---:|" + "---:|" * (2 * len(names))] + [
+        f"| {label} | {t['ReLU']:{spec}} | " + " | ".join(f"{t[n]:{spec}}" for n in names) + " | " +
+        " | ".join(f"{ratios[kind][n]:.2f}x" for n in names) + " |" for label, kind, t, spec in rows]
 
 
 def to_markdown(res: dict) -> str:
@@ -372,17 +422,8 @@ def to_markdown(res: dict) -> str:
                          f"| {r['mean_active']:.1f} |")
         lines += ["", *_step_table(f"training step of the committed models, batch {res['batch']}",
                                    tr["train_step_ms"])]
-    e2e = res.get("end_to_end")
-    if e2e:
-        cfg = e2e["train_config"]
-        lines += ["", (f"| end to end, one thread, median of {e2e.get('rounds', 1)} interleaved rounds | ReLU (s) "
-                       "| NeLU exact (s) | NeLU / ReLU |"), "|---|---:|---:|---:|",
-                  f"| training loop, {cfg['steps']} steps, batch {cfg['batch_size']}, m = {cfg['m']} "
-                  f"| {e2e['train_loop_s']['ReLU']:.2f} | {e2e['train_loop_s']['NeLU exact']:.2f} "
-                  f"| {e2e['train_ratio']:.2f}x |",
-                  f"| denoising one {e2e['eval_image_shape'][0]}x{e2e['eval_image_shape'][1]} BSD68 image, "
-                  f"stride {e2e['eval_stride']} | {e2e['eval_s']['ReLU']:.3f} | {e2e['eval_s']['NeLU exact']:.3f} "
-                  f"| {e2e['eval_ratio']:.2f}x |"]
+    if res.get("end_to_end"):
+        lines += ["", *_end_to_end_table(res["end_to_end"])]
     if res.get("cuda"):
         cu = res["cuda"]
         lines += ["", f"| CUDA ({cu['device']}) | forward (ms) | forward + backward (ms) |", "|---|---:|---:|"]
@@ -392,6 +433,9 @@ def to_markdown(res: dict) -> str:
     lines += ["", f"Exact NeLU is {res['speedup_exact_vs_cvxpy_compiled']:.0f}x faster than cvxpy compiled once "
                   f"({res['speedup_exact_vs_cvxpy']:.0f}x than the polished referee); the NeLU training step "
                   f"takes {res['train_step_ratio_nelu_over_relu']:.2f}x the ReLU step."]
+    if res.get("speedup_numba_vs_cvxpy_compiled"):
+        lines += [f"With the numba backend: {res['speedup_numba_vs_cvxpy_compiled']:.0f}x faster than cvxpy compiled "
+                  f"once, and the training step takes {res['train_step_ratio_numba_over_relu']:.2f}x the ReLU step."]
     lines += [f"Note: {note}." for note in res.get("notes", [])]
     return "\n".join(lines)
 

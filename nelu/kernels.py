@@ -11,8 +11,10 @@ freely by the compiler (SIMD). The results agree with the PyTorch backend to rou
 not bit for bit, so a model trained with one backend is not bitwise the one trained
 with the other.
 
-Rows are independent and each is computed by one thread, so the output does not depend
-on the number of threads (numba's are set to ``torch.get_num_threads()`` at every call).
+The kernels run on the calling thread (no numba thread pool: its OpenMP runtime beside
+PyTorch's slowed every PyTorch operation of a training step by milliseconds), so the
+output does not depend on the number of threads. The experiments train and evaluate one
+thread per process, where this is the fastest choice.
 Float32 rows need no rescaling (float64 squares of float32 numbers neither overflow nor
 underflow); float64 rows of extreme magnitude are rescaled by the caller, as in the
 PyTorch backend. A row with NaN or inf gives NaN in ``z``, ``tau`` and ``c``.
@@ -37,8 +39,6 @@ __all__ = ["available", "exact_forward", "exact_backward"]
 
 #: Compiler freedoms: reassociate sums (SIMD) and contract to FMA; no assumption of finite values.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
-#: Rows per block of the forward kernel (one scratch row per block).
-_BLOCK = 64
 
 
 def available() -> bool:
@@ -53,7 +53,7 @@ def available() -> bool:
 @functools.cache
 def _kernels():
     """Compile (or load from numba's cache) the forward and backward kernels, once per process."""
-    from numba import njit, prange
+    from numba import njit
 
     @njit(fastmath=_FASTMATH, cache=True)
     def _solve_row(a, lam, steps, tiny):  # pragma: no cover - compiled
@@ -102,36 +102,35 @@ def _kernels():
         c = 1.0 - lam2 * k
         return lam * np.sqrt(energy / max(c, tiny)), c
 
-    @njit(parallel=True, fastmath=_FASTMATH, cache=True)
+    @njit(fastmath=_FASTMATH, cache=True)
     def forward(u, lam, nonneg, steps, tiny, z, tau_out, c_out):  # pragma: no cover - compiled
         N, m = u.shape
-        for b in prange((N + _BLOCK - 1) // _BLOCK):
-            a = np.empty(m)  # the row's magnitudes in float64, one buffer per block of rows
-            for i in range(b * _BLOCK, min(N, (b + 1) * _BLOCK)):
-                row = u[i]
+        a = np.empty(m)  # the row's magnitudes in float64
+        for i in range(N):
+            row = u[i]
+            for j in range(m):
+                a[j] = row[j] if nonneg else abs(row[j])
+            tau_out[i], c_out[i] = _solve_row(a, np.float64(lam[i]), steps, tiny)
+            t = tau_out[i]  # tau rounded to the output dtype: z = u - tau is computed there, as in PyTorch
+            if np.isnan(t):  # a NaN or inf entry
                 for j in range(m):
-                    a[j] = row[j] if nonneg else abs(row[j])
-                tau_out[i], c_out[i] = _solve_row(a, np.float64(lam[i]), steps, tiny)
-                t = tau_out[i]  # tau rounded to the output dtype: z = u - tau is computed there, as in PyTorch
-                if np.isnan(t):  # a NaN or inf entry
-                    for j in range(m):
-                        z[i, j] = np.nan
-                    continue
-                for j in range(m):
-                    x = row[j]
-                    if nonneg:
-                        z[i, j] = max(x - t, 0)
-                    elif x > t:
-                        z[i, j] = x - t
-                    elif x < -t:
-                        z[i, j] = x + t
-                    else:
-                        z[i, j] = 0
+                    z[i, j] = np.nan
+                continue
+            for j in range(m):
+                x = row[j]
+                if nonneg:
+                    z[i, j] = max(x - t, 0)
+                elif x > t:
+                    z[i, j] = x - t
+                elif x < -t:
+                    z[i, j] = x + t
+                else:
+                    z[i, j] = 0
 
-    @njit(parallel=True, fastmath=_FASTMATH, cache=True)
+    @njit(fastmath=_FASTMATH, cache=True)
     def backward(u, z, grad_z, grad_tau_out, tau, c, lam, grad_u, grad_lam):  # pragma: no cover - compiled
         N, m = u.shape
-        for i in prange(N):
+        for i in range(N):
             through_z = 0.0  # d loss / d tau through z: z_A = u_A - sign(u_A) tau
             for j in range(m):
                 if z[i, j] > 0:
@@ -147,12 +146,6 @@ def _kernels():
             grad_lam[i] = grad_tau * t / (li * ci) if positive else 0.0
 
     return forward, backward
-
-
-def _threads() -> None:
-    import numba
-
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
 def exact_forward(u: Tensor, lam: Tensor, nonneg: bool, steps: int = 6) -> tuple[Tensor, Tensor, Tensor]:
@@ -171,7 +164,6 @@ def exact_forward(u: Tensor, lam: Tensor, nonneg: bool, steps: int = 6) -> tuple
     lam = lam.to(u.dtype).contiguous()
     z = torch.empty_like(u)
     tau, c = u.new_empty(u.shape[0]), u.new_empty(u.shape[0])
-    _threads()
     forward(u.numpy(), lam.numpy(), nonneg, steps, float(torch.finfo(u.dtype).tiny), z.numpy(), tau.numpy(),
             c.numpy())
     return z, tau, c
@@ -190,7 +182,6 @@ def exact_backward(u: Tensor, z: Tensor, grad_z: Tensor, grad_tau: Tensor, tau: 
     _, backward = _kernels()
     grad_u = torch.empty_like(u)
     grad_lam = u.new_empty(u.shape[0])
-    _threads()
     backward(u.contiguous().numpy(), z.numpy(), grad_z.contiguous().numpy(), grad_tau.contiguous().numpy(),
              tau.numpy(), c.numpy(), lam.to(u.dtype).contiguous().numpy(), grad_u.numpy(), grad_lam.numpy())
     return grad_u, grad_lam

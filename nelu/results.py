@@ -734,6 +734,9 @@ class BenchResults:
             written before 2026-12-01 have one round and no ``rounds``) and the config, or None.
         cuda: the GPU rows, or None when no GPU was present.
         notes: what was skipped and why.
+        train_step_ratio_numba_over_relu, speedup_numba_vs_cvxpy_compiled: the same ratios with the
+            exact NeLU's numba backend (rows ``"NeLU numba"``; ``end_to_end`` then has ``train_ratios``
+            and ``eval_ratios`` per backend), or None (files from before 2026-12-01, or no numba).
     """
 
     batch: int
@@ -753,6 +756,8 @@ class BenchResults:
     end_to_end: dict | None = None
     cuda: dict | None = None
     notes: tuple[str, ...] = ()
+    train_step_ratio_numba_over_relu: float | None = None
+    speedup_numba_vs_cvxpy_compiled: float | None = None
 
     def row(self, method: str) -> BenchRow:
         """The row of ``method`` (``"NeLU exact"``, ...)."""
@@ -765,7 +770,8 @@ class BenchResults:
 def load_bench(path: str | os.PathLike | None = None) -> BenchResults:
     """Read ``bench.json`` from a results folder (or the file itself)."""
     data, _ = _json(path, "bench.json")
-    optional = ("train_step_no_optimizer_ms", "speedup_exact_vs_cvxpy_compiled", "trained", "end_to_end", "cuda")
+    optional = ("train_step_no_optimizer_ms", "speedup_exact_vs_cvxpy_compiled", "trained", "end_to_end", "cuda",
+                "train_step_ratio_numba_over_relu", "speedup_numba_vs_cvxpy_compiled")
     return BenchResults(
         **{k: data[k] for k in ("batch", "m", "lam", "repeats", "torch", "threads", "cpu", "train_step_ms",
                                 "speedup_exact_vs_cvxpy", "train_step_ratio_nelu_over_relu")},

@@ -24,19 +24,24 @@ def test_bench_runs_and_reports_errors(tmp_path, capsys):
     assert errors["NeLU unrolled, 100 it."] < errors["NeLU unrolled, 10 it."]
     compiled = next(e for method, e in errors.items() if method.startswith("cvxpy compiled once"))
     assert compiled < 1e-3  # Clarabel's default tolerances: close, not exact
+    assert errors["NeLU numba"] < 1e-6
     b = load_bench(out)  # the reader understands every new field
-    assert set(b.train_step_no_optimizer_ms) == {"ReLU", "NeLU exact"}
-    assert {r["method"] for r in b.trained["activations"]} == {"ReLU", "NeLU exact"}
+    assert set(b.train_step_no_optimizer_ms) == {"ReLU", "NeLU exact", "NeLU numba"}
+    assert {r["method"] for r in b.trained["activations"]} == {"ReLU", "NeLU exact", "NeLU numba"}
+    assert b.train_step_ratio_numba_over_relu > 0 and b.speedup_numba_vs_cvxpy_compiled > 0
     e2e = b.end_to_end
     assert e2e["train_config"]["steps"] == 3 and e2e["rounds"] == 2
     for kind in ("train", "eval"):  # the ratio is the median of the rounds' ratios, and every round is kept
         rounds = e2e[f"{kind}_rounds_s"]
-        assert all(len(t) == 2 for t in rounds.values())
-        ratios = sorted(n / r for n, r in zip(rounds["NeLU exact"], rounds["ReLU"]))
-        assert e2e[f"{kind}_ratio"] == pytest.approx(sum(ratios) / 2)
+        assert all(len(t) == 2 for t in rounds.values()) and set(rounds) == {"ReLU", "NeLU exact", "NeLU numba"}
+        for name in ("NeLU exact", "NeLU numba"):
+            ratios = sorted(n / r for n, r in zip(rounds[name], rounds["ReLU"]))
+            assert e2e[f"{kind}_ratios"][name] == pytest.approx(sum(ratios) / 2)
+        assert e2e[f"{kind}_ratio"] == e2e[f"{kind}_ratios"]["NeLU exact"]
     assert (b.cuda is None) == (not torch.cuda.is_available())
     text = readme.read_text()
-    assert "old" not in text and "| NeLU exact |" in text and text.startswith("intro") and text.endswith("rest\n")
+    assert "old" not in text and "| NeLU exact |" in text and "| NeLU numba |" in text
+    assert text.startswith("intro") and text.endswith("rest\n")
     assert "| NeLU exact |" in capsys.readouterr().out
 
 
