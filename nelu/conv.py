@@ -77,7 +77,8 @@ from . import data as nd
 from . import functional as F
 from .models import CheckpointError, Denoiser, _paired_init, make_activation, read_checkpoint
 from .nn import NeLU
-from .training import ConfigError, check_device, check_number, fit, open_run, strip_optimizer, torch_settings
+from .training import (ConfigError, check_backend, check_device, check_number, fit, open_run, strip_optimizer,
+                       torch_settings)
 
 __all__ = [
     "CONV_ACTIVATIONS",
@@ -252,9 +253,9 @@ class GlobalNeLU(nn.Module):
 
     per_location = False
 
-    def __init__(self, lam: float = 0.1, learnable: bool = True) -> None:
+    def __init__(self, lam: float = 0.1, learnable: bool = True, backend: F.Backend = "torch") -> None:
         super().__init__()
-        self.inner = NeLU(lam=lam, learnable=learnable, nonneg=True)
+        self.inner = NeLU(lam=lam, learnable=learnable, nonneg=True, backend=backend)
 
     @property
     def lam(self) -> Tensor:
@@ -264,7 +265,7 @@ class GlobalNeLU(nn.Module):
         B, m = u.shape[0], u.shape[-1]
         lam = self.inner.lam / math.sqrt(u[0].numel() // m)
         if torch.is_grad_enabled() and (u.requires_grad or lam.requires_grad):
-            return F.nelu(u.reshape(B, -1), lam).reshape(u.shape)
+            return F.nelu(u.reshape(B, -1), lam, backend=self.inner.backend).reshape(u.shape)
         tau = image_threshold(u.reshape(B, -1), float(lam)).reshape((B,) + (1,) * (u.dim() - 1))
         return (u - tau).clamp_min_(0)
 
@@ -275,12 +276,14 @@ class GlobalNeLU(nn.Module):
         return f"lam={float(self.lam.detach()):.4g}, coeffs='image'"
 
 
-def make_conv_activation(name: str, m: int, *, lam: float = 0.1, threshold: float = 0.0) -> nn.Module:
+def make_conv_activation(name: str, m: int, *, lam: float = 0.1, threshold: float = 0.0,
+                         backend: F.Backend = "torch") -> nn.Module:
     """The activation ``name`` (one of :data:`CONV_ACTIVATIONS`) for channels-last codes ``(B, L, m)``.
 
     ``"relu"``: :class:`nelu.nn.ShiftedReLU` (a threshold per channel); ``"nelu"``:
     :class:`nelu.nn.NeLU` on the last (channel) dimension, i.e. per location;
-    ``"nelu-global"``: :class:`GlobalNeLU`.
+    ``"nelu-global"``: :class:`GlobalNeLU`. ``backend``: the exact NeLU's implementation
+    (:func:`nelu.functional.nelu`).
 
     >>> make_conv_activation("relu", 4)
     ShiftedReLU(num_features=4)
@@ -288,9 +291,9 @@ def make_conv_activation(name: str, m: int, *, lam: float = 0.1, threshold: floa
     if name == "relu":
         return make_activation("relu", m, threshold=threshold)
     if name == "nelu":
-        return make_activation("nelu", m, lam=lam)
+        return make_activation("nelu", m, lam=lam, backend=backend)
     if name == "nelu-global":
-        return GlobalNeLU(lam)
+        return GlobalNeLU(lam, backend=backend)
     raise ValueError(f"unknown activation {name!r}; valid: {', '.join(CONV_ACTIVATIONS)}")
 
 
@@ -419,6 +422,7 @@ class ConvConfig:
     threads: int = 1
     checkpoint_every: int = 200
     progress: bool | None = False
+    backend: str = "torch"  # the exact NeLU's implementation: "torch" or "numba" (CPU)
 
     def validate(self) -> "ConvConfig":
         """Raise :class:`nelu.train.ConfigError` naming the first invalid field; return self."""
@@ -444,6 +448,7 @@ class ConvConfig:
         if self.warmup >= 1:
             raise ConfigError(f"warmup is a fraction in [0, 1), got {self.warmup}")
         check_number("min_lr_factor", self.min_lr_factor, 0, 1)
+        check_backend(self.backend, self.device)
         check_device(self.device)
         pool_gib = self.pool_size * self.crop**2 * 4 / 2**30
         codes_gib = self.batch_size * self.m * (self.crop + self.kernel) ** 2 * 4 * 16 / 2**30
@@ -458,7 +463,8 @@ def build_conv_model(config: dict) -> ConvAE:
     gen = torch.Generator().manual_seed(int(config.get("seed", 0)))
     m = int(config["m"])
     act = make_conv_activation(config["activation"], m, lam=float(config.get("nelu_lam", 0.1)),
-                               threshold=float(config.get("relu_threshold", 0.0)))
+                               threshold=float(config.get("relu_threshold", 0.0)),
+                               backend=config.get("backend", "torch"))
     return ConvAE(m, int(config["kernel"]), act, remove_dc=bool(config.get("remove_dc", True)), generator=gen)
 
 

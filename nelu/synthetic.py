@@ -42,6 +42,7 @@ class SyntheticConfig:
     test_size: int = 10000
     seed: int = 0
     threads: int = 1
+    backend: str = "torch"  # the exact NeLU's implementation: "torch" or "numba" (CPU)
 
 
 def make_dictionary(n: int, seed: int) -> torch.Tensor:
@@ -68,7 +69,8 @@ def sample(D0: torch.Tensor, count: int, k: int, generator: torch.Generator) -> 
 def fit(activation: str, sigma: float, D0: torch.Tensor, cfg: SyntheticConfig) -> SparseAE:
     """Train one auto-encoder at noise level ``sigma`` (deterministic given ``cfg.seed``)."""
     g_init = torch.Generator().manual_seed(cfg.seed)
-    model = SparseAE(cfg.n, cfg.m, make_activation(activation, cfg.m, lam=cfg.nelu_lam), remove_dc=False, generator=g_init)
+    act = make_activation(activation, cfg.m, lam=cfg.nelu_lam, backend=cfg.backend)
+    model = SparseAE(cfg.n, cfg.m, act, remove_dc=False, generator=g_init)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
 
     def batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,7 +34,6 @@ import torch
 from torch import nn
 
 from . import data as nd
-from . import kernels
 from . import training
 from .evaluation import noise_seed
 from .metrics import psnr
@@ -50,6 +49,7 @@ from .training import (
     MAX_STEPS,
     MAX_THREADS,
     ConfigError,
+    check_backend,
     check_device,
     check_number,
     fit,
@@ -161,9 +161,7 @@ class TrainConfig:
             raise ConfigError(f"gate must be true or false, got {self.gate!r}")
         if self.init_from is not None and not isinstance(self.init_from, str):
             raise ConfigError(f"init_from must be a checkpoint path (a string), got {self.init_from!r}")
-        if self.backend == "numba" and (self.device != "cpu" or not kernels.available()):
-            raise ConfigError("backend 'numba' needs device 'cpu' and numba installed (pip install numba); "
-                              "or use backend 'torch'")
+        check_backend(self.backend, self.device)
         check_device(self.device)
         need, have = self.memory_bytes(), memory_limit_bytes()
         if have is not None and need > 0.75 * have:

@@ -46,6 +46,7 @@ __all__ = [
     "MAX_STEPS",
     "MAX_THREADS",
     "check_number",
+    "check_backend",
     "check_device",
     "memory_limit_bytes",
     "torch_settings",
@@ -90,6 +91,18 @@ def check_number(name: str, value, lo: float = -math.inf, hi: float = math.inf, 
         low = f"> {lo:g}" if lo_open else f">= {lo:g}"
         high = f" and <= {hi:g}" if math.isfinite(hi) else ""
         raise ConfigError(f"{name} must be a finite number {low}{high}, got {value!r}")
+
+
+def check_backend(backend: object, device: str) -> None:
+    """ConfigError unless ``backend`` is an exact-NeLU backend usable on ``device`` (numba: CPU, installed)."""
+    from . import functional as F
+    from . import kernels
+
+    if backend not in F.BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(F.BACKENDS)}, got {backend!r}")
+    if backend == "numba" and (str(device) != "cpu" or not kernels.available()):
+        raise ConfigError("backend 'numba' needs device 'cpu' and numba installed (pip install numba); "
+                          "or use backend 'torch'")
 
 
 def check_device(name: str) -> str:

@@ -181,3 +181,18 @@ def test_a_layer_switches_backend_and_keeps_its_gradients():
     z.sum().backward()
     assert torch.isfinite(u.grad).all() and layer.parametrizations.lam.original.grad is not None
     assert "backend='numba'" in repr(layer)
+
+
+def test_the_training_configs_choose_the_backend():
+    from nelu.conv import ConvConfig, build_conv_model
+    from nelu.models import build_model
+    from nelu.synthetic import SyntheticConfig, dictionary, fit
+
+    model = build_model({"activation": "nelu", "patch": 4, "m": 32, "backend": "numba"})
+    assert model.activation.backend == "numba"
+    conv = build_conv_model({"activation": "nelu-global", "m": 4, "kernel": 3, "backend": "numba"})
+    assert conv.activation.inner.backend == "numba"
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        ConvConfig(backend="jax").validate()
+    cfg = SyntheticConfig(n=8, m=16, k=2, steps=20, batch_size=16, backend="numba")
+    assert fit("nelu", 0.1, dictionary(cfg), cfg).activation.backend == "numba"
