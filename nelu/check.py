@@ -6,7 +6,7 @@ under each failure:
 * ``python``: the interpreter (3.10 or later; the requirements are pinned for 3.11);
 * ``torch``: its version, threads and a small computation;
 * ``packages``: the other packages the chapters import (numpy, scipy, matplotlib,
-  scikit-image, cvxpy);
+  scikit-image, cvxpy, numba);
 * ``data``: the image folder (``$NELU_DATA``, else the repository's ``data/``): every file of
   the registry present, and its SHA-256 as the registry records it. Nothing is downloaded;
 * ``training``: a tiny NeLU auto-encoder trained on synthetic sparse signals (a few hundred
@@ -45,7 +45,7 @@ __all__ = ["Item", "check_data", "check_packages", "check_python", "check_torch"
 
 INSTALL = "pip install -r requirements.txt && pip install -e . (in the activated virtual environment)"
 #: The packages the chapters import, beyond torch (distribution names).
-PACKAGES = ("numpy", "scipy", "matplotlib", "scikit-image", "cvxpy")
+PACKAGES = ("numpy", "scipy", "matplotlib", "scikit-image", "cvxpy", "numba")
 #: The tiny training run: noise levels it is tested at, and the largest error it may leave,
 #: as a fraction of the noise energy (a trained model leaves about 0.3; an untrained one 1).
 TRAINING_SIGMAS = (0.05, 0.1, 0.2)

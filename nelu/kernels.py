@@ -56,46 +56,44 @@ def _kernels():
     from numba import njit
 
     @njit(fastmath=_FASTMATH, cache=True)
-    def _solve_row(a, lam, steps, tiny):  # pragma: no cover - compiled
-        """(tau, c) of one row of magnitudes ``a`` (float64)."""
+    def _count_and_energy(a, tau):  # pragma: no cover - compiled
+        """``k = #{a > tau}`` and the energy ``S = sum(a^2, a <= tau)`` of the others, in one pass."""
+        k, energy = 0, 0.0
+        for j in range(a.shape[0]):
+            above = a[j] > tau
+            k += above
+            energy += 0.0 if above else a[j] * a[j]
+        return k, energy
+
+    @njit(fastmath=_FASTMATH, cache=True)
+    def _solve_row(a, ss, lam, steps, tiny):  # pragma: no cover - compiled
+        """(tau, c) of one row of magnitudes ``a`` (float64) whose sum of squares is ``ss``.
+
+        Each step is one pass: the count and the inactive energy at the current ``tau``
+        give the next ``tau`` by the closed form; a count that repeats certifies the set.
+        """
         m = a.shape[0]
         lam2 = lam * lam
-        ss = 0.0
-        for j in range(m):
-            ss += a[j] * a[j]
         if not np.isfinite(ss):
             return np.nan, np.nan
-        tau = lam * np.sqrt(ss)
-        k = 0
-        for j in range(m):
-            k += a[j] > tau
-        converged = False
+        k, energy = _count_and_energy(a, lam * np.sqrt(ss))
         for _ in range(steps):
-            low = 0.0  # S = sum min(a, tau)^2 - k tau^2
-            for j in range(m):
-                v = min(a[j], tau)
-                low += v * v
-            tau = lam * np.sqrt(max(low - k * tau * tau, 0.0) / max(1.0 - lam2 * k, tiny))
-            k_new = 0
-            for j in range(m):
-                k_new += a[j] > tau
-            if k_new == k:
-                converged = True
-                break
+            tau = lam * np.sqrt(energy / max(1.0 - lam2 * k, tiny))
+            k_new, energy = _count_and_energy(a, tau)
+            if k_new == k:  # certified: the closed form on this set is the root
+                c = 1.0 - lam2 * k
+                return lam * np.sqrt(energy / max(c, tiny)), c
             k = k_new
-        # The certified active set: {a > tau}, or the top k* of a sort for a row still moving.
-        bound, strict = tau, True
-        if not converged:
-            s = -np.sort(-a)
-            below, k_star = 0.0, 0  # energy strictly below position j, summed from the smallest up
-            for j in range(m - 1, -1, -1):
-                sq = s[j] * s[j]
-                k_star += s[j] > 0 and lam2 * (below + (j + 1) * sq) <= sq
-                below += sq
-            bound, strict = (s[k_star - 1] if k_star > 0 else np.inf), False
-        energy, k = 0.0, 0
+        # A row still moving: the active set is the top k* of a sort.
+        s = -np.sort(-a)
+        below, k_star = 0.0, 0  # energy strictly below position j, summed from the smallest up
+        for j in range(m - 1, -1, -1):
+            sq = s[j] * s[j]
+            k_star += s[j] > 0 and lam2 * (below + (j + 1) * sq) <= sq
+            below += sq
+        k, energy = 0, 0.0
         for j in range(m):
-            if (a[j] > bound) if strict else (a[j] >= bound):
+            if k_star > 0 and a[j] >= s[k_star - 1]:
                 k += 1
             else:
                 energy += a[j] * a[j]
@@ -108,24 +106,28 @@ def _kernels():
         a = np.empty(m)  # the row's magnitudes in float64
         for i in range(N):
             row = u[i]
-            for j in range(m):
-                a[j] = row[j] if nonneg else abs(row[j])
-            tau_out[i], c_out[i] = _solve_row(a, np.float64(lam[i]), steps, tiny)
+            ss = 0.0
+            if nonneg:  # the branches outside the loops, so that each loop vectorizes
+                for j in range(m):
+                    a[j] = row[j]
+                    ss += a[j] * a[j]
+            else:
+                for j in range(m):
+                    a[j] = abs(row[j])
+                    ss += a[j] * a[j]
+            tau_out[i], c_out[i] = _solve_row(a, ss, np.float64(lam[i]), steps, tiny)
             t = tau_out[i]  # tau rounded to the output dtype: z = u - tau is computed there, as in PyTorch
             if np.isnan(t):  # a NaN or inf entry
                 for j in range(m):
                     z[i, j] = np.nan
                 continue
-            for j in range(m):
-                x = row[j]
-                if nonneg:
-                    z[i, j] = max(x - t, 0)
-                elif x > t:
-                    z[i, j] = x - t
-                elif x < -t:
-                    z[i, j] = x + t
-                else:
-                    z[i, j] = 0
+            if nonneg:
+                for j in range(m):
+                    z[i, j] = max(row[j] - t, 0)
+            else:
+                for j in range(m):
+                    x = row[j]
+                    z[i, j] = x - t if x > t else (x + t if x < -t else 0)
 
     @njit(fastmath=_FASTMATH, cache=True)
     def backward(u, z, grad_z, grad_tau_out, tau, c, lam, grad_u, grad_lam):  # pragma: no cover - compiled
