@@ -29,10 +29,12 @@ PROFILES: dict[str, dict] = {
     # m=256, lr 5e-3 and an initial NeLU lam of 0.05 (it settles near 0.03-0.04) won a pilot
     # (sigma 25, 10k steps, Set12 validation) against m=128, lr 2e-3 and lam = universal_lam(256).
     "full": {"train": dict(patch=8, m=256, steps=8000, batch_size=256, lr=5e-3, nelu_lam=0.05, pool_size=200_000,
-                           train_images=None, val_images=12, val_every=2500, val_stride=4, eval_stride=4),
+                           train_images=None, val_images=12, val_every=2500, val_stride=4, eval_stride=4,
+                           backend="numba"),
              "images": None},
     "quick": {"train": dict(patch=8, m=32, steps=40, batch_size=64, lr=5e-3, nelu_lam=0.05, pool_size=4000,
-                            train_images=8, val_images=1, val_every=20, val_stride=4, eval_stride=4),
+                            train_images=8, val_images=1, val_every=20, val_stride=4, eval_stride=4,
+                            backend="numba"),
               "images": 2},
 }
 

@@ -11,8 +11,9 @@ from .common import Context
 __all__ = ["PROFILES", "run"]
 
 PROFILES: dict[str, dict] = {
-    "full": dict(steps=6000, lr=1e-2, test_size=10000),  # 2000 steps at 3e-3 left low-sigma oracles near identity
-    "quick": dict(steps=40, test_size=500),
+    # 2000 steps at 3e-3 left low-sigma oracles near identity
+    "full": dict(steps=6000, lr=1e-2, test_size=10000, backend="numba"),
+    "quick": dict(steps=40, test_size=500, backend="numba"),
 }
 
 

@@ -78,10 +78,12 @@ DENSE_STRIDE = 1
 
 PROFILES: dict[str, dict] = {
     "full": {"train": dict(patch=8, m=256, steps=8000, batch_size=256, lr=5e-3, nelu_lam=0.05, pool_size=200_000,
-                           train_images=None, val_images=12, val_every=4000, val_stride=4, eval_stride=4),
+                           train_images=None, val_images=12, val_every=4000, val_stride=4, eval_stride=4,
+                           backend="numba"),
              "images": None, "lever_images": 20},
     "quick": {"train": dict(patch=8, m=32, steps=40, batch_size=64, lr=5e-3, nelu_lam=0.05, pool_size=4000,
-                            train_images=8, val_images=1, val_every=20, val_stride=4, eval_stride=4),
+                            train_images=8, val_images=1, val_every=20, val_stride=4, eval_stride=4,
+                            backend="numba"),
               "images": 2, "lever_images": 1},
 }
 
