@@ -196,3 +196,31 @@ def test_the_training_configs_choose_the_backend():
         ConvConfig(backend="jax").validate()
     cfg = SyntheticConfig(n=8, m=16, k=2, steps=20, batch_size=16, backend="numba")
     assert fit("nelu", 0.1, dictionary(cfg), cfg).activation.backend == "numba"
+
+
+def test_float32_results_do_not_depend_on_the_vector_width(tmp_path):
+    """Compiled for generic x86-64 (SSE2) instead of this CPU, the float32 outputs are the same bits:
+    they are float64 sums rounded once (the committed models' reproducibility across machines)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import torch, sys\n"
+        "from nelu import kernels\n"
+        "u = torch.randn(1024, 256, generator=torch.Generator().manual_seed(0))\n"
+        "lam = torch.full((1024,), 0.05)\n"
+        "z, tau, c = kernels.exact_forward(u, lam, True)\n"
+        "g = torch.randn(1024, 256, generator=torch.Generator().manual_seed(1))\n"
+        "gu, gl = kernels.exact_backward(u, z, g, torch.zeros(1024), tau, c, lam)\n"
+        "torch.save([z, tau, gu, gl], sys.argv[1])\n"
+    )
+    out = {}
+    for target in ("host", "x86-64"):
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / target)}
+        if target != "host":
+            env["NUMBA_CPU_NAME"] = target
+        path = tmp_path / f"{target}.pt"
+        subprocess.run([sys.executable, "-c", script, str(path)], env=env, check=True, timeout=300)
+        out[target] = torch.load(path)
+    assert all(torch.equal(a, b) for a, b in zip(out["host"], out["x86-64"]))
