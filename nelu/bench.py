@@ -4,8 +4,8 @@ Prints Markdown tables of median wall-clock times over repeats (it measures, it
 asserts nothing) and, with ``--json PATH``, writes the same numbers to JSON.
 
 Every exact-NeLU row is timed with both backends of :func:`nelu.functional.nelu`:
-``NeLU exact`` (PyTorch operations, the committed results) and ``NeLU numba``
-(:mod:`nelu.kernels`, when numba is installed).
+``NeLU exact`` (PyTorch operations, the default) and ``NeLU numba`` (:mod:`nelu.kernels`,
+which the committed experiments use), whatever backend a committed checkpoint records.
 
 * **The activation alone**, forward and forward+backward, on a batch of
   ``--batch`` dense random codes of length ``--m``: ReLU, exact NeLU, unrolled
@@ -187,21 +187,20 @@ def _activation_rows(u: torch.Tensor, lam: float, repeats: int, cvxpy_rows: int)
 
 
 def _trained_setup(results: Path, batch: int) -> tuple[dict[str, nn.Module], torch.Tensor, torch.Tensor]:
-    """The committed ReLU and NeLU models at sigma 25 and a batch of noisy Train400 patches."""
+    """The committed ReLU and NeLU models at sigma 25, the NeLU one once per backend (whatever its
+    checkpoint records), and a batch of noisy Train400 patches."""
+    import copy
+
     from . import data as nd
-    from .models import build_model, load_checkpoint
+    from .models import load_denoiser
 
-    models = {}
-    for name, file in TRAINED.items():
-        ckpt = load_checkpoint(results / "checkpoints" / file)
-        model = build_model(ckpt["config"])
-        model.load_state_dict(ckpt["model"])
-        models[name] = model
-    if "NeLU numba" in _backends():
-        import copy
+    def load(file: str) -> nn.Module:
+        return load_denoiser(results / "checkpoints" / file).ae.train()
 
-        models["NeLU numba"] = copy.deepcopy(models["NeLU exact"])
-        models["NeLU numba"].activation.backend = "numba"
+    models, nelu = {"ReLU": load(TRAINED["ReLU"])}, load(TRAINED["NeLU exact"])
+    for name, backend in _backends().items():
+        models[name] = copy.deepcopy(nelu)
+        models[name].activation.backend = backend
     gen = torch.Generator().manual_seed(0)
     clean = nd.random_patches(nd.cached_dataset("Train400", 50), batch, 8, gen)
     noisy = clean + TRAINED_SIGMA / 255.0 * torch.randn(clean.shape, generator=gen)

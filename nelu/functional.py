@@ -77,8 +77,8 @@ from torch import Tensor
 Method = Literal["exact", "unrolled", "fixed_point"]
 METHODS: tuple[str, ...] = ("exact", "unrolled", "fixed_point")
 Backend = Literal["torch", "numba"]
-#: Implementations of the exact method: PyTorch operations (any device; the committed results)
-#: or one compiled pass per row (:mod:`nelu.kernels`, CPU, needs numba; equal to rounding).
+#: Implementations of the exact method: PyTorch operations (any device; the default) or one
+#: compiled pass per row (:mod:`nelu.kernels`, CPU; equal to rounding; the experiments use it).
 BACKENDS: tuple[str, ...] = ("torch", "numba")
 
 #: Active-set refinements tried before the exact solver falls back to a sort.
@@ -478,17 +478,30 @@ def _numba_backward(ctx, grad_z: Tensor, grad_tau_out: Tensor) -> tuple[Tensor, 
     return grad_u.reshape(ctx.shape), grad_lam, None, None
 
 
-def _check_backend(backend: str, u: Tensor) -> None:
+def check_backend(backend: object, device: str | torch.device = "cpu") -> None:
+    """``ValueError`` unless ``backend`` is one of :data:`BACKENDS` usable on ``device``
+    (``"numba"``: CPU only, numba installed).
+
+    >>> check_backend("numba", "cuda")
+    Traceback (most recent call last):
+    ...
+    ValueError: backend 'numba' runs on CPU, got device cuda; use backend 'torch'
+    """
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "numba":
         from . import kernels
 
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"backend 'numba' runs on CPU, got device {device}; use backend 'torch'")
         if not kernels.available():
-            raise ValueError("backend='numba' needs numba: pip install numba (or use backend='torch')")
-        if u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"backend='numba' runs on CPU in float32 or float64, got {u.dtype} on {u.device}; "
-                             "use backend='torch'")
+            raise ValueError("backend 'numba' needs numba: pip install numba (or use backend 'torch')")
+
+
+def _check_backend(backend: str, u: Tensor) -> None:
+    check_backend(backend, u.device)
+    if backend == "numba" and u.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"backend 'numba' computes in float32 or float64, got {u.dtype}; use backend 'torch'")
 
 
 def _exact(u: Tensor, lam: Tensor, nonneg: bool, backend: str = "torch") -> tuple[Tensor, Tensor]:

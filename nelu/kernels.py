@@ -45,6 +45,7 @@ __all__ = ["available", "exact_forward", "exact_backward"]
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
+@functools.cache
 def available() -> bool:
     """Whether numba is installed (the ``"numba"`` backend needs it)."""
     try:

@@ -70,8 +70,7 @@ class NeLU(nn.Module):
         super().__init__()
         if method not in F.METHODS:
             raise ValueError(f"method must be one of {F.METHODS}, got {method!r}")
-        if backend not in F.BACKENDS:
-            raise ValueError(f"backend must be one of {F.BACKENDS}, got {backend!r}")
+        F.check_backend(backend)
         lam_t = torch.as_tensor(lam, dtype=torch.get_default_dtype()).clone()
         if bool((lam_t <= 0).any()) or not bool(torch.isfinite(lam_t).all()):
             raise ValueError(f"lam must be positive and finite, got {lam!r}")

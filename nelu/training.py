@@ -94,15 +94,13 @@ def check_number(name: str, value, lo: float = -math.inf, hi: float = math.inf, 
 
 
 def check_backend(backend: object, device: str) -> None:
-    """ConfigError unless ``backend`` is an exact-NeLU backend usable on ``device`` (numba: CPU, installed)."""
+    """:func:`nelu.functional.check_backend` for a run's config: a ConfigError naming the problem."""
     from . import functional as F
-    from . import kernels
 
-    if backend not in F.BACKENDS:
-        raise ConfigError(f"backend must be one of {', '.join(F.BACKENDS)}, got {backend!r}")
-    if backend == "numba" and (str(device) != "cpu" or not kernels.available()):
-        raise ConfigError("backend 'numba' needs device 'cpu' and numba installed (pip install numba); "
-                          "or use backend 'torch'")
+    try:
+        F.check_backend(backend, device)
+    except (ValueError, RuntimeError) as exc:  # RuntimeError: torch cannot parse the device
+        raise ConfigError(str(exc)) from None
 
 
 def check_device(name: str) -> str:

@@ -55,3 +55,12 @@ def test_bench_without_checkpoints_skips_the_trained_rows_with_a_note(tmp_path):
     assert res["trained"] is None and res["end_to_end"] is None
     assert any("skipped" in note for note in res["notes"])
     assert "Note: trained and end-to-end rows skipped" in bench.to_markdown(res)
+
+
+@needs_data
+def test_trained_rows_time_each_backend_whatever_the_checkpoint_records():
+    from nelu.results import results_dir
+
+    models, noisy, _ = bench._trained_setup(results_dir(None), 8)
+    assert {name: m.activation.backend for name, m in models.items() if name != "ReLU"} == bench.NELU_ROWS
+    assert noisy.shape == (8, 64)

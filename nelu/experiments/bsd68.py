@@ -17,7 +17,7 @@ from ..data import cached_dataset, dataset_names
 from ..evaluation import evaluate_images, median_time
 from ..models import load_checkpoint, load_denoiser
 from ..train import TrainConfig, train
-from .common import TEST_SIGMAS, Context, fmt_sigma, mean, relative_path, std, timing_probe, train_all
+from .common import BACKEND, TEST_SIGMAS, Context, fmt_sigma, mean, relative_path, std, timing_probe, train_all
 
 __all__ = ["PROFILES", "TRAIN_SIGMAS", "BLIND_RANGE", "model_specs", "run"]
 
@@ -30,11 +30,11 @@ PROFILES: dict[str, dict] = {
     # (sigma 25, 10k steps, Set12 validation) against m=128, lr 2e-3 and lam = universal_lam(256).
     "full": {"train": dict(patch=8, m=256, steps=8000, batch_size=256, lr=5e-3, nelu_lam=0.05, pool_size=200_000,
                            train_images=None, val_images=12, val_every=2500, val_stride=4, eval_stride=4,
-                           backend="numba"),
+                           backend=BACKEND),
              "images": None},
     "quick": {"train": dict(patch=8, m=32, steps=40, batch_size=64, lr=5e-3, nelu_lam=0.05, pool_size=4000,
                             train_images=8, val_images=1, val_every=20, val_stride=4, eval_stride=4,
-                            backend="numba"),
+                            backend=BACKEND),
               "images": 2},
 }
 

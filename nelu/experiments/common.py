@@ -26,11 +26,14 @@ from ..evaluation import default_workers, parallel_map
 from ..files import write_csv, write_json
 from ..training import train_or_reuse
 
-__all__ = ["TEST_SIGMAS", "OUT", "ExperimentError", "Context", "git_commit", "fmt_sigma", "mean", "std",
+__all__ = ["TEST_SIGMAS", "BACKEND", "OUT", "ExperimentError", "Context", "git_commit", "fmt_sigma", "mean", "std",
            "summary_stats", "timing_probe", "relative_path", "train_all"]
 
 #: The noise levels (0-255 scale) every BSD68 result is reported at.
 TEST_SIGMAS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 75.0)
+#: The exact NeLU's implementation in every experiment (:func:`nelu.functional.nelu`): the compiled
+#: one, equal to the PyTorch backend to rounding; recorded in every checkpoint's config.
+BACKEND = "numba"
 #: Default results folder of each profile (quick never overwrites full).
 OUT = {"full": "results", "quick": "results/quick"}
 

@@ -19,7 +19,7 @@ from ..conv import (
 )
 from ..data import cached_dataset, dataset_names
 from ..evaluation import evaluate_images, median_time
-from .common import Context, fmt_sigma, mean, relative_path, summary_stats, timing_probe, train_all
+from .common import BACKEND, Context, fmt_sigma, mean, relative_path, summary_stats, timing_probe, train_all
 
 __all__ = ["PROFILES", "CONV_ACTS", "CONV_TRAIN_SIGMA", "CONV_SIGMAS", "CONV_VARYING_SIGMAS", "run"]
 
@@ -35,10 +35,10 @@ CONV_VARYING_SIGMAS = (25.0, 50.0)
 PROFILES: dict[str, dict] = {
     # 64 filters of 7x7 on 40x40 crops; 1000 steps (a pilot: 600 -> 1500 steps gained 0.2-0.8 dB).
     "full": dict(train=dict(m=64, kernel=7, crop=40, steps=1000, batch_size=8, lr=3e-3, nelu_lam=0.1,
-                            pool_size=2000, train_images=None, backend="numba"),
+                            pool_size=2000, train_images=None, backend=BACKEND),
                  images=None, global_images=None),
     "quick": dict(train=dict(m=16, kernel=5, crop=24, steps=30, batch_size=4, lr=3e-3, nelu_lam=0.1,
-                             pool_size=200, train_images=8, backend="numba"),
+                             pool_size=200, train_images=8, backend=BACKEND),
                   images=2, global_images=1),
 }
 

@@ -6,14 +6,14 @@ Writes ``synthetic.json`` and ``synthetic.csv``.
 from __future__ import annotations
 
 from ..synthetic import SyntheticConfig, run_synthetic
-from .common import Context
+from .common import BACKEND, Context
 
 __all__ = ["PROFILES", "run"]
 
 PROFILES: dict[str, dict] = {
     # 2000 steps at 3e-3 left low-sigma oracles near identity
-    "full": dict(steps=6000, lr=1e-2, test_size=10000, backend="numba"),
-    "quick": dict(steps=40, test_size=500, backend="numba"),
+    "full": dict(steps=6000, lr=1e-2, test_size=10000, backend=BACKEND),
+    "quick": dict(steps=40, test_size=500, backend=BACKEND),
 }
 
 

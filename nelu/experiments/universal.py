@@ -41,7 +41,8 @@ from ..data import cached_dataset, dataset_names
 from ..evaluation import evaluate_images
 from ..models import PatchDenoiser, load_checkpoint, load_denoiser
 from ..train import TrainConfig, train
-from .common import TEST_SIGMAS, Context, ExperimentError, fmt_sigma, mean, relative_path, summary_stats, train_all
+from .common import (BACKEND, TEST_SIGMAS, Context, ExperimentError, fmt_sigma, mean, relative_path, summary_stats,
+                     train_all)
 
 __all__ = ["PROFILES", "SIGMA_RANGE", "LEVER_SIGMAS", "BASELINE", "LEVERS", "RECOMMENDED", "FIXED_SIGMAS",
            "WARM_SOURCE", "DENSE_STRIDE", "model_specs", "train_config", "code_stats", "run"]
@@ -79,11 +80,11 @@ DENSE_STRIDE = 1
 PROFILES: dict[str, dict] = {
     "full": {"train": dict(patch=8, m=256, steps=8000, batch_size=256, lr=5e-3, nelu_lam=0.05, pool_size=200_000,
                            train_images=None, val_images=12, val_every=4000, val_stride=4, eval_stride=4,
-                           backend="numba"),
+                           backend=BACKEND),
              "images": None, "lever_images": 20},
     "quick": {"train": dict(patch=8, m=32, steps=40, batch_size=64, lr=5e-3, nelu_lam=0.05, pool_size=4000,
                             train_images=8, val_images=1, val_every=20, val_stride=4, eval_stride=4,
-                            backend="numba"),
+                            backend=BACKEND),
               "images": 2, "lever_images": 1},
 }
 
